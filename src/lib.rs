@@ -1,1 +1,17 @@
-//! cram engine
+//! The cram engine: pipeline files, the content-addressed cache, the DAG
+//! runner and the command line. Stage implementations live in the crates
+//! under `stages/`; [`kinds`] adapts them to the engine through the
+//! [`registry`].
+
+pub mod cli;
+pub mod commands;
+pub mod diag;
+pub mod exec;
+pub mod hashing;
+pub mod kinds;
+pub mod lockfile;
+pub mod pipeline;
+pub mod plan;
+pub mod registry;
+pub mod store;
+pub mod ui;

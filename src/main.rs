@@ -1,1 +1,25 @@
-fn main() {}
+//! The `cram` binary: parses the command line and reports errors.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cram::cli::Cli;
+use cram::commands::{EXIT_STAGE_FAILED, EXIT_USAGE, dispatch};
+use cram::diag::PipelineError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => match err.downcast::<PipelineError>() {
+            Ok(diag) => {
+                eprintln!("{:?}", miette::Report::new(diag));
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::from(EXIT_STAGE_FAILED)
+            }
+        },
+    }
+}

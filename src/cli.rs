@@ -1,0 +1,130 @@
+//! Command-line definitions (clap). Parsing only: [`crate::commands`] does
+//! the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// cram: pretrain a BERT-style model from scratch on a fixed compute budget
+/// and score it on GLUE, as a cached pipeline of stages.
+///
+/// A pipeline file (TOML, under pipelines/) declares stages: download,
+/// filter, dedup, tokenizer, pack, pretrain, glue, report. Every stage's
+/// output is cached by the hash of its kind, code version, parameters and
+/// inputs, so `cram run` only reruns what changed.
+///
+/// Start with: cram run pipelines/sanity.toml
+#[derive(Debug, Parser)]
+#[command(name = "cram", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// Where the cache lives [default: $CRAM_CACHE, else ./cache].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
+    /// Print less: errors and the final summary only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more: why each stage runs, and periodic progress lines.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that pick a pipeline and override its parameters.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// The pipeline file, e.g. pipelines/sanity.toml.
+    pub file: PathBuf,
+
+    /// Override a parameter for this invocation: STAGE.KEY=VALUE (e.g.
+    /// pretrain.lr=1e-4, pretrain.model.num_layers=4, corpus.source=hf://...).
+    /// VALUE is read as TOML (numbers, booleans, "strings", [arrays]); bare
+    /// text is a string. Type-checked like the file. Repeatable.
+    #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the stages that are stale, in dependency order.
+    ///
+    /// A stage is stale when its kind, code version, parameters, seed (if it
+    /// uses one), source or any input's content changed since it was cached.
+    /// Results are recorded in FILE.lock beside the pipeline.
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Run only STAGE and the stages it depends on.
+        #[arg(long, value_name = "STAGE")]
+        until: Option<String>,
+        /// Rerun STAGE even if it is cached (repeatable). Its descendants
+        /// rerun only if its output changes.
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Print what would run and why, and run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How many independent stages may run at once.
+        #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+        jobs: usize,
+    },
+    /// Say, for each stage, whether it is cached or why it is stale.
+    Status {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Draw the stage graph.
+    Dag {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Output format: text (indented tree), dot (Graphviz) or mermaid.
+        #[arg(long, value_enum, default_value_t = DagFormat::Text)]
+        format: DagFormat,
+    },
+    /// Print every resolved parameter (defaults and presets filled in), the
+    /// output paths and the metrics of one stage or all.
+    Show {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Only this stage.
+        stage: Option<String>,
+    },
+    /// Recheck the content hashes of every cache entry; move damaged entries
+    /// to the cache's quarantine/ folder.
+    Verify,
+    /// Remove cache entries that no lock file references, and leftovers of
+    /// crashed runs; print the bytes freed.
+    Gc {
+        /// Lock files whose entries are kept (repeatable). Default: every
+        /// *.lock file under ./pipelines and the current directory.
+        #[arg(long = "keep-locked", value_name = "FILE")]
+        keep_locked: Vec<PathBuf>,
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the stage kinds, or describe one kind's parameters.
+    Kinds {
+        /// A kind to describe.
+        kind: Option<String>,
+        /// Print Markdown (the README's parameter reference).
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+/// Formats of `cram dag`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DagFormat {
+    /// An indented list.
+    Text,
+    /// Graphviz dot.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+}
