@@ -103,7 +103,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 jobs,
             };
             let report = exec::run(&pipeline, &store, &opts, &ui)?;
-            let count = |f: fn(&Outcome) -> bool| report.outcomes.iter().filter(|(_, o)| f(o)).count();
+            let count =
+                |f: fn(&Outcome) -> bool| report.outcomes.iter().filter(|(_, o)| f(o)).count();
             let ran = count(|o| matches!(o, Outcome::Ran(_)));
             let cached = count(|o| matches!(o, Outcome::Cached(_)));
             let failed = count(|o| matches!(o, Outcome::Failed(..)));
@@ -136,12 +137,18 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dag { pipeline: args, format } => {
+        Command::Dag {
+            pipeline: args,
+            format,
+        } => {
             let pipeline = load(&args)?;
             out(&render_dag(&pipeline, format));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { pipeline: args, stage } => {
+        Command::Show {
+            pipeline: args,
+            stage,
+        } => {
             let pipeline = load(&args)?;
             if let Some(s) = &stage {
                 pipeline.require_stage(s, "show")?;
@@ -208,13 +215,21 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
                 Some(name) => {
                     let Some(k) = registry::find_kind(&name) else {
-                        return Err(crate::diag::PipelineError::plain(format!("unknown kind `{name}`"))
-                            .with_help(format!("kinds: {}", registry::kind_names().join(", ")))
-                            .into());
+                        return Err(crate::diag::PipelineError::plain(format!(
+                            "unknown kind `{name}`"
+                        ))
+                        .with_help(format!("kinds: {}", registry::kind_names().join(", ")))
+                        .into());
                     };
                     out(&format!("{} — {}\n", k.name(), k.about()));
                     for p in param_docs(k.schema().as_value()) {
-                        out(&format!("  {} ({}) default {}\n      {}", p.name, p.ty, p.default, p.doc.replace('\n', "\n      ")));
+                        out(&format!(
+                            "  {} ({}) default {}\n      {}",
+                            p.name,
+                            p.ty,
+                            p.default,
+                            p.doc.replace('\n', "\n      ")
+                        ));
                     }
                 }
             }
@@ -238,11 +253,17 @@ fn dry_run_report(
             State::Cached { .. } => out(&format!("  cached      {}", st.name)),
             State::Stale { reasons } => {
                 would += 1;
-                out(&format!("  would run   {}: {}", st.name, reasons.join("; ")))
+                out(&format!(
+                    "  would run   {}: {}",
+                    st.name,
+                    reasons.join("; ")
+                ))
             }
         }
     }
-    out(&format!("dry run: {would} stage(s) would run; nothing was run"));
+    out(&format!(
+        "dry run: {would} stage(s) would run; nothing was run"
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -264,7 +285,10 @@ fn render_dag(pipeline: &Pipeline, format: DagFormat) -> String {
             }
         }
         DagFormat::Dot => {
-            s.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n", pipeline.meta.name));
+            s.push_str(&format!(
+                "digraph \"{}\" {{\n  rankdir=LR;\n",
+                pipeline.meta.name
+            ));
             for st in &pipeline.stages {
                 s.push_str(&format!(
                     "  \"{}\" [label=\"{}\\n({})\", shape=box];\n",
@@ -302,7 +326,12 @@ fn render_dag(pipeline: &Pipeline, format: DagFormat) -> String {
 }
 
 fn show_stage(st: &pipeline::Stage, status: &plan::StageStatus) -> String {
-    let mut s = format!("\n[stages.{}]  # kind {}, code version {}", st.name, st.kind.name(), st.kind.code_version());
+    let mut s = format!(
+        "\n[stages.{}]  # kind {}, code version {}",
+        st.name,
+        st.kind.name(),
+        st.kind.code_version()
+    );
     if !st.inputs.is_empty() {
         s.push_str(&format!("\ninputs = {:?}", st.inputs));
     }
@@ -337,14 +366,22 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
             for k in keys {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&p, &map[k], out);
             }
         }
         Value::Null => out.push((prefix.to_string(), "none".into())),
         other => {
             let text = other.to_string();
-            let text = if text.len() > 200 { format!("{}…", &text[..text.floor_char_boundary(200)]) } else { text };
+            let text = if text.len() > 200 {
+                format!("{}…", &text[..text.floor_char_boundary(200)])
+            } else {
+                text
+            };
             out.push((prefix.to_string(), text))
         }
     }
@@ -388,7 +425,12 @@ fn gc(cache: &Path, keep_locked: Vec<PathBuf>, dry_run: bool) -> Result<ExitCode
         removed += 1;
         if dry_run {
             freed += dir_size(&entry.dir);
-            out(&format!("would remove {} ({} `{}`)", &entry.manifest.key[..16], entry.manifest.kind, entry.manifest.stage));
+            out(&format!(
+                "would remove {} ({} `{}`)",
+                &entry.manifest.key[..16],
+                entry.manifest.kind,
+                entry.manifest.stage
+            ));
         } else {
             freed += store.remove(&entry.manifest.key)?;
         }
@@ -415,7 +457,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {} ({n} bytes)", units[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {} ({n} bytes)", units[u])
+    }
 }
 
 /// One documented parameter, read from a kind's JSON schema.
@@ -476,29 +522,54 @@ fn type_name(root: &Value, p: &Value) -> String {
     if let Some(t) = p.get("type") {
         return match t {
             Value::String(s) => s.clone(),
-            Value::Array(a) => a.iter().filter_map(|x| x.as_str()).filter(|x| *x != "null").collect::<Vec<_>>().join("|"),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .filter(|x| *x != "null")
+                .collect::<Vec<_>>()
+                .join("|"),
             _ => "value".into(),
         };
     }
     if let Some(values) = p.get("enum").and_then(|e| e.as_array()) {
-        return values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("|");
+        return values
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("|");
     }
     if let Some(r) = p.get("$ref").and_then(|r| r.as_str()) {
         let name = r.rsplit('/').next().unwrap_or("");
         if let Some(def) = root.get("$defs").and_then(|d| d.get(name)) {
-            if let Some(one) = def.get("oneOf").or_else(|| def.get("anyOf")).and_then(|o| o.as_array()) {
+            if let Some(one) = def
+                .get("oneOf")
+                .or_else(|| def.get("anyOf"))
+                .and_then(|o| o.as_array())
+            {
                 let names: Vec<String> = one
                     .iter()
-                    .filter_map(|v| v.get("const").or_else(|| v.get("enum").and_then(|e| e.get(0))).map(|c| c.to_string()))
+                    .filter_map(|v| {
+                        v.get("const")
+                            .or_else(|| v.get("enum").and_then(|e| e.get(0)))
+                            .map(|c| c.to_string())
+                    })
                     .collect();
                 if !names.is_empty() {
                     return names.join("|");
                 }
             }
             if let Some(values) = def.get("enum").and_then(|e| e.as_array()) {
-                return values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("|");
+                return values
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join("|");
             }
-            return def.get("type").and_then(|t| t.as_str()).unwrap_or("table").to_string();
+            return def
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("table")
+                .to_string();
         }
         return name.to_string();
     }
@@ -525,14 +596,22 @@ pub fn kinds_markdown() -> String {
                 format!(
                     "{} ({}{})",
                     i.role,
-                    i.accepts.iter().map(|a| a.name()).collect::<Vec<_>>().join(" or "),
+                    i.accepts
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(" or "),
                     if i.required { "" } else { ", optional" }
                 )
             })
             .collect();
         s.push_str(&format!(
             "Inputs: {}. Output: {}.\n\n",
-            if inputs.is_empty() { "none".into() } else { inputs.join("; ") },
+            if inputs.is_empty() {
+                "none".into()
+            } else {
+                inputs.join("; ")
+            },
             k.output().name()
         ));
         let docs = param_docs(k.schema().as_value());

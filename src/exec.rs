@@ -96,7 +96,9 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
                     let msg = format!("input {bad} failed");
                     ui.line(&format!("  skipped {}: {msg}", stage.name));
                     failed.insert(stage.name.clone());
-                    report.outcomes.push((stage.name.clone(), Outcome::Skipped(msg)));
+                    report
+                        .outcomes
+                        .push((stage.name.clone(), Outcome::Skipped(msg)));
                     pending.remove(i);
                 } else {
                     i += 1;
@@ -119,7 +121,9 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
                     let tx = tx.clone();
                     let forced = opts.force.contains(&stage.name);
                     scope.spawn(move || {
-                        let outcome = run_stage(pipeline, store, stage, &inputs, &ancestors, forced, &bar, ui);
+                        let outcome = run_stage(
+                            pipeline, store, stage, &inputs, &ancestors, forced, &bar, ui,
+                        );
                         let _ = tx.send((stage.name.clone(), outcome));
                     });
                 } else {
@@ -376,7 +380,10 @@ fn try_run_stage(
             Err(anyhow::anyhow!("the stage panicked: {msg}"))
         });
     let wall = t0.elapsed().as_secs_f64();
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).ok();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .ok();
     match result {
         Ok(metrics) => {
             if let Some(log) = log.as_mut() {

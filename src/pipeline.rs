@@ -246,7 +246,9 @@ impl Loader {
                     // The key itself is not in the file (e.g. a missing
                     // one): point at the deepest part that is.
                     let mut shorter = full.clone();
-                    while shorter.len() > 2 && find_span(&self.sources[*i].text, &shorter, false).is_none() {
+                    while shorter.len() > 2
+                        && find_span(&self.sources[*i].text, &shorter, false).is_none()
+                    {
                         shorter.pop();
                     }
                     return self.loc(*origin, &shorter, false);
@@ -261,7 +263,11 @@ impl Loader {
         self.loc(Origin::File(file), &["stages", stage], false)
     }
 
-    fn read_file(&mut self, path: &Path, stack: &mut Vec<PathBuf>) -> Result<Merged, PipelineError> {
+    fn read_file(
+        &mut self,
+        path: &Path,
+        stack: &mut Vec<PathBuf>,
+    ) -> Result<Merged, PipelineError> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if stack.contains(&canonical) {
             let chain: Vec<String> = stack
@@ -313,13 +319,21 @@ impl Loader {
         if let Some(inc) = table.get("include") {
             let Some(items) = inc.as_array() else {
                 let loc = self.loc(Origin::File(idx), &["include"], true);
-                return Err(PipelineError::at(&loc, "`include` must be an array of file paths", "expected [\"file.toml\", ...]"));
+                return Err(PipelineError::at(
+                    &loc,
+                    "`include` must be an array of file paths",
+                    "expected [\"file.toml\", ...]",
+                ));
             };
             stack.push(canonical.clone());
             for item in items {
                 let Some(rel) = item.as_str() else {
                     let loc = self.loc(Origin::File(idx), &["include"], true);
-                    return Err(PipelineError::at(&loc, "`include` entries must be strings", "expected file paths"));
+                    return Err(PipelineError::at(
+                        &loc,
+                        "`include` entries must be strings",
+                        "expected file paths",
+                    ));
                 };
                 let inc_path = path.parent().unwrap_or(Path::new(".")).join(rel);
                 if !inc_path.exists() {
@@ -339,21 +353,33 @@ impl Loader {
         if let Some(v) = table.get("name") {
             let Some(s) = v.as_str() else {
                 let loc = self.loc(Origin::File(idx), &["name"], true);
-                return Err(PipelineError::at(&loc, "`name` must be a string", "expected a string"));
+                return Err(PipelineError::at(
+                    &loc,
+                    "`name` must be a string",
+                    "expected a string",
+                ));
             };
             merged.name = Some((s.to_string(), idx));
         }
         if let Some(v) = table.get("seed") {
             let Some(s) = v.as_integer().filter(|s| *s >= 0) else {
                 let loc = self.loc(Origin::File(idx), &["seed"], true);
-                return Err(PipelineError::at(&loc, "`seed` must be a non-negative integer", "expected e.g. 0"));
+                return Err(PipelineError::at(
+                    &loc,
+                    "`seed` must be a non-negative integer",
+                    "expected e.g. 0",
+                ));
             };
             merged.seed = Some((s, idx));
         }
         if let Some(stages) = table.get("stages") {
             let Some(stages) = stages.as_table() else {
                 let loc = self.loc(Origin::File(idx), &["stages"], true);
-                return Err(PipelineError::at(&loc, "`stages` must be a table of stage tables", "expected [stages.NAME]"));
+                return Err(PipelineError::at(
+                    &loc,
+                    "`stages` must be a table of stage tables",
+                    "expected [stages.NAME]",
+                ));
             };
             for (name, body) in stages {
                 let Some(body) = body.as_table() else {
@@ -365,7 +391,13 @@ impl Loader {
                     ));
                 };
                 self.stage_origin.insert(name.clone(), idx);
-                record_origins(&mut self.origins, name, &mut Vec::new(), body, Origin::File(idx));
+                record_origins(
+                    &mut self.origins,
+                    name,
+                    &mut Vec::new(),
+                    body,
+                    Origin::File(idx),
+                );
                 if !merged.order.contains(name) {
                     merged.order.push(name.clone());
                 }
@@ -386,13 +418,21 @@ impl Loader {
                 None => match ov.path[0].as_str() {
                     "seed" => {
                         let Some(s) = ov.value.as_integer().filter(|s| *s >= 0) else {
-                            return Err(PipelineError::at(&ov.location(), "seed must be a non-negative integer", "here"));
+                            return Err(PipelineError::at(
+                                &ov.location(),
+                                "seed must be a non-negative integer",
+                                "here",
+                            ));
                         };
                         merged.seed = Some((s, 0));
                     }
                     _ => {
                         let Some(s) = ov.value.as_str() else {
-                            return Err(PipelineError::at(&ov.location(), "name must be a string", "here"));
+                            return Err(PipelineError::at(
+                                &ov.location(),
+                                "name must be a string",
+                                "here",
+                            ));
                         };
                         merged.name = Some((s.to_string(), 0));
                     }
@@ -406,29 +446,35 @@ impl Loader {
                         )
                         .with_help(format!("stages are: {}", merged.order.join(", "))));
                     };
-                    set_path(table, &ov.path, ov.value.clone()).map_err(|m| {
-                        PipelineError::at(&ov.location(), m, "here")
-                    })?;
+                    set_path(table, &ov.path, ov.value.clone())
+                        .map_err(|m| PipelineError::at(&ov.location(), m, "here"))?;
                     self.origins
                         .insert((stage.clone(), ov.path.clone()), Origin::Set(i));
                 }
             }
         }
 
-        let name = merged
-            .name
-            .map(|(n, _)| n)
-            .unwrap_or_else(|| path.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+        let name = merged.name.map(|(n, _)| n).unwrap_or_else(|| {
+            path.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        });
         let seed = merged.seed.map(|(s, _)| s as u64).unwrap_or(0);
         if merged.order.is_empty() {
-            return Err(PipelineError::in_file(path, "the pipeline declares no stages")
-                .with_help("add a table such as [stages.corpus] with kind = \"synthetic\""));
+            return Err(
+                PipelineError::in_file(path, "the pipeline declares no stages")
+                    .with_help("add a table such as [stages.corpus] with kind = \"synthetic\""),
+            );
         }
 
         // Names, kinds and parameters.
         let mut stages = Vec::new();
         for stage_name in &merged.order {
-            let body = merged.stages[stage_name].as_table().expect("stage tables").clone();
+            let body = merged.stages[stage_name]
+                .as_table()
+                .expect("stage tables")
+                .clone();
             if !safe_stage_name(stage_name) {
                 let loc = self.stage_loc(stage_name, &[], false);
                 return Err(PipelineError::at(
@@ -442,8 +488,12 @@ impl Loader {
                 Some(Value::String(k)) => k.clone(),
                 Some(_) => {
                     let loc = self.stage_loc(stage_name, &["kind".into()], true);
-                    return Err(PipelineError::at(&loc, "`kind` must be a string", "expected e.g. \"tokenizer\"")
-                        .with_help(format!("kinds: {}", registry::kind_names().join(", "))));
+                    return Err(PipelineError::at(
+                        &loc,
+                        "`kind` must be a string",
+                        "expected e.g. \"tokenizer\"",
+                    )
+                    .with_help(format!("kinds: {}", registry::kind_names().join(", "))));
                 }
                 None => {
                     let loc = self.stage_loc(stage_name, &[], false);
@@ -462,7 +512,10 @@ impl Loader {
                     format!("unknown stage kind `{kind_name}`"),
                     "no such kind",
                 )
-                .with_help(format!("kinds: {} (see `cram kinds`)", registry::kind_names().join(", "))));
+                .with_help(format!(
+                    "kinds: {} (see `cram kinds`)",
+                    registry::kind_names().join(", ")
+                )));
             };
             let inputs = match body.get("inputs") {
                 None => Vec::new(),
@@ -471,7 +524,11 @@ impl Loader {
                     for item in items {
                         let Some(s) = item.as_str() else {
                             let loc = self.stage_loc(stage_name, &["inputs".into()], true);
-                            return Err(PipelineError::at(&loc, "`inputs` must list stage names as strings", "expected [\"stage\", ...]"));
+                            return Err(PipelineError::at(
+                                &loc,
+                                "`inputs` must list stage names as strings",
+                                "expected [\"stage\", ...]",
+                            ));
                         };
                         out.push(s.to_string());
                     }
@@ -479,15 +536,19 @@ impl Loader {
                 }
                 Some(_) => {
                     let loc = self.stage_loc(stage_name, &["inputs".into()], true);
-                    return Err(PipelineError::at(&loc, "`inputs` must be an array of stage names", "expected [\"stage\", ...]"));
+                    return Err(PipelineError::at(
+                        &loc,
+                        "`inputs` must be an array of stage names",
+                        "expected [\"stage\", ...]",
+                    ));
                 }
             };
             let mut params_table = body.clone();
             params_table.remove("kind");
             params_table.remove("inputs");
-            let params = kind.params(Value::Table(params_table)).map_err(|err| {
-                self.param_error(stage_name, kind, err)
-            })?;
+            let params = kind
+                .params(Value::Table(params_table))
+                .map_err(|err| self.param_error(stage_name, kind, err))?;
             stages.push(Stage {
                 name: stage_name.clone(),
                 kind,
@@ -503,22 +564,48 @@ impl Loader {
             for input in &stage.inputs {
                 let loc = self.input_loc(&stage.name, input);
                 if !seen.insert(input) {
-                    return Err(PipelineError::at(&loc, format!("input `{input}` is listed twice"), "duplicate"));
+                    return Err(PipelineError::at(
+                        &loc,
+                        format!("input `{input}` is listed twice"),
+                        "duplicate",
+                    ));
                 }
                 if input == &stage.name {
-                    return Err(PipelineError::at(&loc, format!("stage `{input}` lists itself as an input"), "cycle")
-                        .with_help("a stage cannot read its own output"));
+                    return Err(PipelineError::at(
+                        &loc,
+                        format!("stage `{input}` lists itself as an input"),
+                        "cycle",
+                    )
+                    .with_help("a stage cannot read its own output"));
                 }
                 let Some(up) = by_name.get(input.as_str()) else {
-                    return Err(PipelineError::at(&loc, format!("input `{input}` is not a stage of this pipeline"), "no such stage")
-                        .with_help(format!("stages are: {}", merged.order.join(", "))));
+                    return Err(PipelineError::at(
+                        &loc,
+                        format!("input `{input}` is not a stage of this pipeline"),
+                        "no such stage",
+                    )
+                    .with_help(format!("stages are: {}", merged.order.join(", "))));
                 };
                 let produced = up.kind.output();
                 let slots = stage.kind.inputs();
-                if produced != Artifact::Any && !slots.iter().any(|s| s.accepts.contains(&produced) || s.accepts.contains(&Artifact::Any)) {
+                if produced != Artifact::Any
+                    && !slots.iter().any(|s| {
+                        s.accepts.contains(&produced) || s.accepts.contains(&Artifact::Any)
+                    })
+                {
                     let wanted: Vec<String> = slots
                         .iter()
-                        .map(|s| format!("{} ({})", s.role, s.accepts.iter().map(|a| a.name()).collect::<Vec<_>>().join(" or ")))
+                        .map(|s| {
+                            format!(
+                                "{} ({})",
+                                s.role,
+                                s.accepts
+                                    .iter()
+                                    .map(|a| a.name())
+                                    .collect::<Vec<_>>()
+                                    .join(" or ")
+                            )
+                        })
                         .collect();
                     return Err(PipelineError::at(
                         &loc,
@@ -542,7 +629,9 @@ impl Loader {
                 let filled = stage.inputs.iter().any(|i| {
                     by_name.get(i.as_str()).is_some_and(|u| {
                         let out = u.kind.output();
-                        out == Artifact::Any || slot.accepts.contains(&out) || slot.accepts.contains(&Artifact::Any)
+                        out == Artifact::Any
+                            || slot.accepts.contains(&out)
+                            || slot.accepts.contains(&Artifact::Any)
                     })
                 });
                 if !filled {
@@ -568,7 +657,11 @@ impl Loader {
                     )
                     .with_help(format!(
                         "add to `inputs` a stage of kind {}",
-                        producers.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(" or ")
+                        producers
+                            .iter()
+                            .map(|p| format!("`{p}`"))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
                     )));
                 }
             }
@@ -576,7 +669,10 @@ impl Loader {
 
         let order = self.topo_order(&stages)?;
         let mut slots: Vec<Option<Stage>> = stages.into_iter().map(Some).collect();
-        let stages: Vec<Stage> = order.into_iter().map(|i| slots[i].take().expect("each stage once")).collect();
+        let stages: Vec<Stage> = order
+            .into_iter()
+            .map(|i| slots[i].take().expect("each stage once"))
+            .collect();
 
         let mut hasher = blake3::Hasher::new();
         for src in &self.sources {
@@ -585,11 +681,19 @@ impl Loader {
         for ov in &self.overrides {
             hasher.update(ov.arg.as_bytes());
         }
-        let file_name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let file_name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let meta = PipelineMeta {
             name,
             file: path.to_path_buf(),
-            dir: path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from(".")),
+            dir: path
+                .parent()
+                .map(Path::to_path_buf)
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from(".")),
             file_hash: hasher.finalize().to_hex().to_string(),
             seed,
             lock_file: path.with_file_name(format!("{file_name}.lock")),
@@ -598,7 +702,10 @@ impl Loader {
     }
 
     fn input_loc(&self, stage: &str, input: &str) -> Location {
-        if let Some(Origin::File(i)) = self.origins.get(&(stage.to_string(), vec!["inputs".to_string()])) {
+        if let Some(Origin::File(i)) = self
+            .origins
+            .get(&(stage.to_string(), vec!["inputs".to_string()]))
+        {
             let src = &self.sources[*i];
             if let Some(span) = find_array_item(&src.text, &["stages", stage, "inputs"], input) {
                 return Location::in_file(&src.path, &src.text, span);
@@ -607,7 +714,12 @@ impl Loader {
         self.stage_loc(stage, &["inputs".into()], true)
     }
 
-    fn param_error(&self, stage: &str, kind: &dyn Kind, err: registry::ParamError) -> PipelineError {
+    fn param_error(
+        &self,
+        stage: &str,
+        kind: &dyn Kind,
+        err: registry::ParamError,
+    ) -> PipelineError {
         let mut path = err.path.clone();
         // serde names an unknown key in its message; point at that key.
         let unknown = err
@@ -615,13 +727,17 @@ impl Loader {
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
             .map(str::to_string);
-        if let Some(key) = &unknown {
-            if path.last() != Some(key) {
-                path.push(key.clone());
-            }
+        if let Some(key) = &unknown
+            && path.last() != Some(key)
+        {
+            path.push(key.clone());
         }
         let loc = self.stage_loc(stage, &path, unknown.is_none());
-        let key_name = if path.is_empty() { "parameters".to_string() } else { format!("`{}`", path.join(".")) };
+        let key_name = if path.is_empty() {
+            "parameters".to_string()
+        } else {
+            format!("`{}`", path.join("."))
+        };
         let message = if unknown.is_some() {
             format!(
                 "unknown key {key_name} in stage `{stage}` (kind `{}`): {}",
@@ -629,15 +745,35 @@ impl Loader {
                 err.message
             )
         } else {
-            format!("bad value for {key_name} in stage `{stage}` (kind `{}`): {}", kind.name(), err.message)
+            format!(
+                "bad value for {key_name} in stage `{stage}` (kind `{}`): {}",
+                kind.name(),
+                err.message
+            )
         };
         let allowed = allowed_keys(kind, &err.path);
-        PipelineError::at(&loc, message, if unknown.is_some() { "unknown key" } else { "here" })
-            .with_help(format!("allowed keys{}: {}", if err.path.is_empty() { "" } else { " here" }, allowed.join(", ")))
+        PipelineError::at(
+            &loc,
+            message,
+            if unknown.is_some() {
+                "unknown key"
+            } else {
+                "here"
+            },
+        )
+        .with_help(format!(
+            "allowed keys{}: {}",
+            if err.path.is_empty() { "" } else { " here" },
+            allowed.join(", ")
+        ))
     }
 
     fn topo_order(&self, stages: &[Stage]) -> Result<Vec<usize>, PipelineError> {
-        let index: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         // 0 = unvisited, 1 = on the stack, 2 = done.
         let mut state = vec![0u8; stages.len()];
         let mut order = Vec::new();
@@ -680,7 +816,10 @@ impl Loader {
                     format!("dependency cycle: {}", shown.join(" -> ")),
                     "this input closes the cycle",
                 )
-                .with_help(format!("stages on the cycle: {}; remove one of their inputs", names.join(", "))));
+                .with_help(format!(
+                    "stages on the cycle: {}; remove one of their inputs",
+                    names.join(", ")
+                )));
             }
         }
         Ok(order)
@@ -747,7 +886,12 @@ fn set_path(table: &mut toml::Table, path: &[String], value: Value) -> Result<()
             .or_insert_with(|| Value::Table(toml::Table::new()));
         cur = match next {
             Value::Table(t) => t,
-            _ => return Err(format!("`{p}` is not a table, so `{}` cannot be set inside it", path.join("."))),
+            _ => {
+                return Err(format!(
+                    "`{p}` is not a table, so `{}` cannot be set inside it",
+                    path.join(".")
+                ));
+            }
         };
     }
     if last == "kind" {
@@ -763,7 +907,9 @@ pub fn safe_stage_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && !name.contains("..")
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// The keys a kind accepts at `path` of its table, from its JSON schema.
@@ -790,7 +936,10 @@ fn allowed_keys(kind: &dyn Kind, path: &[String]) -> Vec<String> {
     keys
 }
 
-fn resolve_ref<'a>(root: &'a serde_json::Value, node: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+fn resolve_ref<'a>(
+    root: &'a serde_json::Value,
+    node: &'a serde_json::Value,
+) -> Option<&'a serde_json::Value> {
     if let Some(r) = node.get("$ref").and_then(|r| r.as_str()) {
         let name = r.rsplit('/').next()?;
         return root.get("$defs").and_then(|d| d.get(name));
@@ -799,7 +948,9 @@ fn resolve_ref<'a>(root: &'a serde_json::Value, node: &'a serde_json::Value) -> 
         return all.first().and_then(|n| resolve_ref(root, n));
     }
     if let Some(any) = node.get("anyOf").and_then(|a| a.as_array()) {
-        return any.iter().find_map(|n| resolve_ref(root, n).filter(|r| r.get("properties").is_some()));
+        return any
+            .iter()
+            .find_map(|n| resolve_ref(root, n).filter(|r| r.get("properties").is_some()));
     }
     Some(node)
 }

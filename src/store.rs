@@ -314,9 +314,10 @@ impl Store {
     /// Abandons a staged entry, keeping its log under `logs/` for the user.
     /// Returns the kept log's path.
     pub fn abandon(&self, staging: Staging, stage: &str) -> Option<PathBuf> {
-        let kept = self
-            .logs_dir()
-            .join(format!("{stage}-{}.log", &staging.key[..16.min(staging.key.len())]));
+        let kept = self.logs_dir().join(format!(
+            "{stage}-{}.log",
+            &staging.key[..16.min(staging.key.len())]
+        ));
         let ok = fs::copy(staging.log_path(), &kept).is_ok();
         let _ = fs::remove_dir_all(&staging.dir);
         ok.then_some(kept)

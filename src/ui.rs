@@ -99,7 +99,7 @@ impl Ui {
     pub fn error(&self, text: &str) {
         match &self.multi {
             Some(multi) => {
-                let _ = multi.suspend(|| eprintln!("{text}"));
+                multi.suspend(|| eprintln!("{text}"));
             }
             None => eprintln!("{text}"),
         }
@@ -117,7 +117,10 @@ pub fn describe_bar(bar: &ProgressBar) -> String {
         ));
         let eta = bar.eta();
         if pos > 0 && pos < len {
-            parts.push(format!("eta {}", humantime::format_duration(Duration::from_secs(eta.as_secs()))));
+            parts.push(format!(
+                "eta {}",
+                humantime::format_duration(Duration::from_secs(eta.as_secs()))
+            ));
         }
     }
     let msg = bar.message();

@@ -71,7 +71,9 @@ impl Kind for CommandKind {
         CODE_VERSION
     }
     fn uses_seed(&self, params: &Params) -> bool {
-        params.raw["run"].as_str().is_some_and(|r| r.contains("{seed}"))
+        params.raw["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("{seed}"))
     }
     fn output(&self) -> Artifact {
         Artifact::Any
@@ -85,7 +87,12 @@ impl Kind for CommandKind {
     fn params(&self, table: toml::Value) -> Result<Params, ParamError> {
         plain_params::<CommandParams>(table)
     }
-    fn identity(&self, params: &Params, pipeline: &PipelineMeta, _store: &Store) -> Result<Option<Value>> {
+    fn identity(
+        &self,
+        params: &Params,
+        pipeline: &PipelineMeta,
+        _store: &Store,
+    ) -> Result<Option<Value>> {
         let p: CommandParams = serde_json::from_value(params.raw.clone())?;
         let mut deps = BTreeMap::new();
         for dep in &p.deps {
@@ -125,10 +132,16 @@ impl Kind for CommandKind {
                 &rest[..end]
             );
         }
-        let mut log = std::fs::OpenOptions::new().append(true).create(true).open(ctx.log)?;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(ctx.log)?;
         writeln!(log, "$ {line}")?;
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(&line).current_dir(&ctx.pipeline.dir).env_clear();
+        cmd.arg("-c")
+            .arg(&line)
+            .current_dir(&ctx.pipeline.dir)
+            .env_clear();
         for key in ["PATH", "HOME", "LANG", "TMPDIR", "TERM"] {
             if let Ok(v) = std::env::var(key) {
                 cmd.env(key, v);
@@ -140,7 +153,9 @@ impl Kind for CommandKind {
             }
         }
         cmd.envs(&p.env);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let start = std::time::Instant::now();
         let mut child = cmd.spawn().context("cannot start `sh`")?;
         // Both streams go to the log; the latest line is shown as progress.
@@ -152,10 +167,7 @@ impl Kind for CommandKind {
         let _ = err_thread.join();
         let status = child.wait()?;
         if !status.success() {
-            bail!(
-                "the command exited with {status}: {}",
-                p.run
-            );
+            bail!("the command exited with {status}: {}", p.run);
         }
         Ok(json!({
             "exit_code": status.code(),
@@ -164,7 +176,11 @@ impl Kind for CommandKind {
     }
 }
 
-fn copy_lines(from: impl std::io::Read, mut to: std::fs::File, progress: Option<&indicatif::ProgressBar>) {
+fn copy_lines(
+    from: impl std::io::Read,
+    mut to: std::fs::File,
+    progress: Option<&indicatif::ProgressBar>,
+) {
     for line in BufReader::new(from).lines().map_while(Result::ok) {
         let _ = writeln!(to, "{line}");
         if let Some(pb) = progress {
@@ -182,7 +198,9 @@ fn absolute(path: &std::path::Path) -> String {
 
 /// Quotes a path for `sh` (single quotes, with embedded quotes escaped).
 fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
