@@ -69,7 +69,8 @@ impl LockFile {
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
-        let tmp = path.with_extension("lock.tmp");
+        // A name of our own, so that two runs writing at once never clash.
+        let tmp = path.with_extension(format!("lock.{}.tmp", std::process::id()));
         std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(())

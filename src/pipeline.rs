@@ -751,21 +751,18 @@ impl Loader {
                 err.message
             )
         };
-        let allowed = allowed_keys(kind, &err.path);
-        PipelineError::at(
-            &loc,
-            message,
-            if unknown.is_some() {
-                "unknown key"
-            } else {
-                "here"
-            },
-        )
-        .with_help(format!(
-            "allowed keys{}: {}",
-            if err.path.is_empty() { "" } else { " here" },
-            allowed.join(", ")
-        ))
+        let allowed = allowed_keys(kind, &path);
+        let label = if unknown.is_some() {
+            "unknown key"
+        } else {
+            "here"
+        };
+        let e = PipelineError::at(&loc, message, label);
+        if allowed.is_empty() {
+            e
+        } else {
+            e.with_help(format!("allowed keys: {}", allowed.join(", ")))
+        }
     }
 
     fn topo_order(&self, stages: &[Stage]) -> Result<Vec<usize>, PipelineError> {
