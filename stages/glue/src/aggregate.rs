@@ -1,0 +1,175 @@
+//! Gathering the per-task results into the GLUE summary and averages.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{GlueError, Result};
+use crate::finetune::{TaskSummary, read_json, write_json};
+use crate::params::GlueParams;
+use crate::task::GlueTask;
+
+/// One task's entry in [`GlueSummary::tasks`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEntry {
+    /// Dev metrics after the last epoch (fractions): CoLA `matthews`; STS-B `pearson`,
+    /// `spearman`; MRPC/QQP `f1`, `accuracy`; MNLI `accuracy_matched`, `accuracy_mismatched`;
+    /// others `accuracy`.
+    pub metrics: BTreeMap<String, f64>,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Training examples used.
+    pub train_examples: usize,
+    /// Dev examples scored.
+    pub dev_examples: usize,
+    /// Seconds of fine-tuning and scoring.
+    pub seconds: f64,
+    /// Per-task overrides in use (outside the rules when non-empty).
+    pub overrides: Vec<String>,
+    /// The same metrics of the majority-class predictor.
+    pub majority_baseline: BTreeMap<String, f64>,
+}
+
+/// The `glue` stage's summary (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlueSummary {
+    /// Per task name.
+    pub tasks: BTreeMap<String, TaskEntry>,
+    /// Mean of the reference's nine numbers (MNLI-m, MNLI-mm, QQP F1, QNLI, SST-2, CoLA MCC,
+    /// STS-B Pearson, MRPC F1, RTE) over those present; `None` when none is.
+    pub glue_average: Option<f64>,
+    /// Which of the nine numbers were present (`mnli_m`, `mnli_mm`, `qqp`, `qnli`, `sst2`,
+    /// `cola`, `stsb`, `mrpc`, `rte`); fewer than nine means the average is partial.
+    pub glue_average_tasks: Vec<String>,
+    /// The same mean with accuracy instead of F1 for MRPC and QQP.
+    pub glue_average_acc: Option<f64>,
+    /// `glue_average` of the majority-class baselines, over the same numbers.
+    pub majority_glue_average: Option<f64>,
+    /// Whether a quick-run knob (train/dev subset, fewer than 5 epochs) was used: the scores
+    /// are then not comparable to the paper's.
+    pub quick_run: bool,
+    /// Why the run is outside the Cramming fine-tuning rules (empty when within them).
+    pub outside_rules: Vec<String>,
+    /// Total seconds of fine-tuning (not counted in the pretraining budget).
+    pub fine_tune_seconds: f64,
+    /// The parameters of the stage.
+    pub hyperparameters: GlueParams,
+}
+
+/// The nine numbers of the reference's GLUE average: (name, task, metric, metric with
+/// accuracy for MRPC/QQP).
+pub const AVERAGE_COMPONENTS: [(&str, GlueTask, &str, &str); 9] = [
+    (
+        "mnli_m",
+        GlueTask::Mnli,
+        "accuracy_matched",
+        "accuracy_matched",
+    ),
+    (
+        "mnli_mm",
+        GlueTask::Mnli,
+        "accuracy_mismatched",
+        "accuracy_mismatched",
+    ),
+    ("qqp", GlueTask::Qqp, "f1", "accuracy"),
+    ("qnli", GlueTask::Qnli, "accuracy", "accuracy"),
+    ("sst2", GlueTask::Sst2, "accuracy", "accuracy"),
+    ("cola", GlueTask::Cola, "matthews", "matthews"),
+    ("stsb", GlueTask::Stsb, "pearson", "pearson"),
+    ("mrpc", GlueTask::Mrpc, "f1", "accuracy"),
+    ("rte", GlueTask::Rte, "accuracy", "accuracy"),
+];
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// Reads `summary.json` of every task directory (outputs of [`crate::run_task`]) and writes
+/// the stage's `summary.json` into `out_dir`.
+pub fn aggregate(
+    params: &GlueParams,
+    task_dirs: &[(GlueTask, PathBuf)],
+    out_dir: &Path,
+) -> Result<GlueSummary> {
+    let mut summaries: BTreeMap<GlueTask, TaskSummary> = BTreeMap::new();
+    for (task, dir) in task_dirs {
+        let path = dir.join("summary.json");
+        let summary: TaskSummary = read_json(&path)?;
+        if summary.task != *task {
+            return Err(GlueError::Params(format!(
+                "{} holds the results of task {}, not {task}",
+                path.display(),
+                summary.task
+            )));
+        }
+        summaries.insert(*task, summary);
+    }
+    let mut glue = Vec::new();
+    let mut glue_acc = Vec::new();
+    let mut majority = Vec::new();
+    let mut present = Vec::new();
+    for (name, task, metric, metric_acc) in AVERAGE_COMPONENTS {
+        let Some(s) = summaries.get(&task) else {
+            continue;
+        };
+        let (Some(v), Some(v_acc)) = (s.metrics.get(metric), s.metrics.get(metric_acc)) else {
+            continue;
+        };
+        glue.push(*v);
+        glue_acc.push(*v_acc);
+        majority.push(s.majority_baseline.get(metric).copied().unwrap_or(0.0));
+        present.push(name.to_string());
+    }
+    let mut outside_rules = params.outside_rules();
+    for s in summaries.values() {
+        if !s.overrides.is_empty() {
+            let reason = format!(
+                "{}: per-task hyperparameters ({}) break the one-setting-for-all-tasks rule",
+                s.task,
+                s.overrides.join(", ")
+            );
+            if !outside_rules.contains(&reason) {
+                outside_rules.push(reason);
+            }
+        }
+        if s.epochs > crate::params::MAX_RULE_EPOCHS
+            && !outside_rules.iter().any(|r| r.contains("epochs"))
+        {
+            outside_rules.push(format!(
+                "{}: trained {} epochs (at most 5 allowed)",
+                s.task, s.epochs
+            ));
+        }
+    }
+    let summary = GlueSummary {
+        tasks: summaries
+            .values()
+            .map(|s| {
+                (
+                    s.task.name().to_string(),
+                    TaskEntry {
+                        metrics: s.metrics.clone(),
+                        epochs: s.epochs,
+                        train_examples: s.train_examples,
+                        dev_examples: s.dev_examples,
+                        seconds: s.seconds,
+                        overrides: s.overrides.clone(),
+                        majority_baseline: s.majority_baseline.clone(),
+                    },
+                )
+            })
+            .collect(),
+        glue_average: mean(&glue),
+        glue_average_tasks: present,
+        glue_average_acc: mean(&glue_acc),
+        majority_glue_average: mean(&majority),
+        quick_run: params.quick_run() || summaries.values().any(|s| s.quick_run),
+        outside_rules,
+        fine_tune_seconds: summaries.values().map(|s| s.seconds).sum(),
+        hyperparameters: params.clone(),
+    };
+    std::fs::create_dir_all(out_dir).map_err(crate::error::io_err(out_dir))?;
+    write_json(&out_dir.join("summary.json"), &summary)?;
+    Ok(summary)
+}

@@ -1,0 +1,589 @@
+//! Fine-tuning one GLUE task and scoring it on its dev split(s).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use cram_model::{ClassLabels, ClassificationModel, ModelConfig};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Example, Label, SplitData, load_split};
+use crate::encode::{GlueTokenizer, pad_batch};
+use crate::error::{GlueError, Result, io_err};
+use crate::metrics::{Predictions, score};
+use crate::params::{GlueParams, TaskHyperparameters};
+use crate::schedule::CosineSchedule;
+use crate::task::GlueTask;
+
+/// File names of a checkpoint directory (the pretrain stage's output).
+pub const MODEL_FILE: &str = "model.safetensors";
+/// The architecture beside the weights.
+pub const CONFIG_FILE: &str = "config.json";
+/// The tokenizer beside the weights.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// The result of fine-tuning one task (`summary.json` of its output directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    /// The task.
+    pub task: GlueTask,
+    /// Dev metrics after the last epoch, fractions in [0, 1] (correlations in [-1, 1]); MNLI's
+    /// carry a `_matched` / `_mismatched` suffix.
+    pub metrics: BTreeMap<String, f64>,
+    /// The same metrics of a majority-class predictor (the training split's most frequent
+    /// class; STS-B: the training mean, whose correlations are 0).
+    pub majority_baseline: BTreeMap<String, f64>,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Optimizer updates made.
+    pub steps: usize,
+    /// Training examples used.
+    pub train_examples: usize,
+    /// Training examples cut to `max_length`.
+    pub train_truncated: usize,
+    /// Dev examples scored (all dev splits together).
+    pub dev_examples: usize,
+    /// Dev examples per split.
+    pub dev_splits: BTreeMap<String, usize>,
+    /// Mean training loss of the last epoch.
+    pub final_train_loss: f64,
+    /// Wall-clock seconds of fine-tuning and scoring (not counted in the pretraining budget).
+    pub seconds: f64,
+    /// The hyperparameters used.
+    pub hyperparameters: TaskHyperparameters,
+    /// Per-task overrides in use (outside the Cramming rules when non-empty).
+    pub overrides: Vec<String>,
+    /// Whether a quick-run knob (train/dev subset, fewer than 5 epochs) was in use.
+    pub quick_run: bool,
+    /// The device trained on, as burn prints it.
+    pub device: String,
+    /// The seed of the head initialisation, data order and dropout.
+    pub seed: u64,
+    /// Number of scalar parameters of the classification model.
+    pub num_params: usize,
+}
+
+/// One line of `epochs.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss of the epoch.
+    pub train_loss: f64,
+    /// Learning rate of the epoch's last update.
+    pub last_lr: f64,
+    /// Dev metrics after the epoch.
+    pub dev: BTreeMap<String, f64>,
+    /// Seconds of the epoch (training and scoring).
+    pub seconds: f64,
+}
+
+/// Fine-tunes the checkpoint in `checkpoint_dir` (`model.safetensors`, `tokenizer.json`) on
+/// `task` from `data_dir` (hub layout) and writes into `out_dir`: `metrics.json`,
+/// `epochs.jsonl`, the dev predictions (`predictions.parquet`; MNLI
+/// `predictions_matched.parquet` and `predictions_mismatched.parquet`: columns `idx`,
+/// `prediction` (class id int64, STS-B float32 score), `label`), the fine-tuned
+/// `model.safetensors` (contract `cram-ref-v1`, kind `classification`), `config.json`,
+/// `tokenizer.json` and `summary.json`.
+pub fn run_task(
+    params: &GlueParams,
+    task: GlueTask,
+    checkpoint_dir: &Path,
+    data_dir: &Path,
+    seed: u64,
+    out_dir: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<TaskSummary> {
+    let start = Instant::now();
+    params.validate()?;
+    let h = params.for_task(task)?;
+    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    progress.set_message(format!("{task}: loading data"));
+
+    // Data.
+    let mut train = load_split(data_dir, task, task.train_split())?;
+    if train.examples.is_empty() {
+        return Err(GlueError::Training {
+            task: task.name().into(),
+            reason: format!("{} has no rows", train.path.display()),
+        });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ task_salt(task));
+    if let Some(max) = params.max_train_examples
+        && train.examples.len() > max
+    {
+        let mut keep = rand::seq::index::sample(&mut rng, train.examples.len(), max).into_vec();
+        keep.sort_unstable();
+        train.examples = keep
+            .into_iter()
+            .map(|i| train.examples[i].clone())
+            .collect();
+    }
+    let mut devs: Vec<SplitData> = Vec::new();
+    for split in task.dev_splits() {
+        let mut d = load_split(data_dir, task, split)?;
+        if let Some(max) = params.max_dev_examples {
+            d.examples.truncate(max);
+        }
+        devs.push(d);
+    }
+
+    // Tokenizer and model.
+    let tokenizer_path = checkpoint_dir.join(TOKENIZER_FILE);
+    let tokenizer = GlueTokenizer::from_file(&tokenizer_path, h.max_length)?;
+    let model_path = checkpoint_dir.join(MODEL_FILE);
+    let device = cram_model::select_device(&params.device)?;
+    device.seed(seed);
+    let train_device = device.clone().autodiff();
+    let (mut model, config) = ClassificationModel::from_mlm_checkpoint(
+        &model_path,
+        task.num_labels(),
+        seed,
+        &train_device,
+    )?;
+    check_compatible(
+        &config,
+        &tokenizer,
+        &tokenizer_path,
+        &model_path,
+        h.max_length,
+    )?;
+    if !h.dropout {
+        // Switch every dropout off and keep gradients on.
+        model = model.freeze().set_require_grad(true);
+    }
+    let num_params = model.num_params();
+
+    progress.set_message(format!("{task}: tokenizing"));
+    let encoded = tokenizer.encode(&train.examples)?;
+    let (train_ids, train_truncated) = (encoded.ids, encoded.truncated);
+    let dev_ids: Vec<Vec<Vec<u32>>> = devs
+        .iter()
+        .map(|d| tokenizer.encode(&d.examples).map(|e| e.ids))
+        .collect::<Result<_>>()?;
+
+    // Schedule and optimizer (burn's AdamW: bias-corrected moments, ε added to the square root
+    // of the corrected second moment, decoupled decay `θ -= lr λ θ`, as PyTorch's AdamW).
+    let batches_per_epoch = train.examples.len().div_ceil(h.batch_size);
+    let total_steps = batches_per_epoch * h.epochs;
+    let schedule = CosineSchedule::new(h.lr, h.warmup_fraction, total_steps);
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(h.beta1 as f32)
+        .with_beta_2(h.beta2 as f32)
+        .with_epsilon(h.eps as f32)
+        .with_weight_decay(h.weight_decay as f32)
+        .init();
+
+    progress.set_length(total_steps as u64);
+    progress.set_position(0);
+    progress.reset_eta();
+    let epochs_path = out_dir.join("epochs.jsonl");
+    let mut epochs_file = std::fs::File::create(&epochs_path).map_err(io_err(&epochs_path))?;
+    let mut step = 0usize;
+    let mut final_train_loss = f64::NAN;
+    let mut final_preds: Vec<Predictions> = Vec::new();
+    let mut order: Vec<usize> = (0..train.examples.len()).collect();
+    for epoch in 1..=h.epochs {
+        let epoch_start = Instant::now();
+        progress.set_message(format!("{task} epoch {epoch}/{}", h.epochs));
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0f64;
+        let mut loss_count = 0usize;
+        let mut last_lr = 0.0;
+        for rows in order.chunks(h.batch_size) {
+            let batch = pad_batch(&train_ids, rows, tokenizer.pad_id());
+            let (ids, mask) = batch_tensors(&batch, &train_device);
+            let logits = model.forward(ids, Some(mask));
+            let labels = label_tensor(task, &train.examples, rows, &train_device);
+            let loss = ClassificationModel::loss(logits, labels);
+            let value = loss
+                .clone()
+                .into_data()
+                .iter::<f32>()
+                .next()
+                .unwrap_or(f32::NAN) as f64;
+            if !value.is_finite() {
+                return Err(GlueError::Training {
+                    task: task.name().into(),
+                    reason: format!(
+                        "the training loss became {value} at update {step} (epoch {epoch}); lower `lr`"
+                    ),
+                });
+            }
+            loss_sum += value * rows.len() as f64;
+            loss_count += rows.len();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            last_lr = schedule.lr(step);
+            model = optim.step(last_lr, model, grads);
+            step += 1;
+            progress.inc(1);
+        }
+        final_train_loss = loss_sum / loss_count.max(1) as f64;
+
+        progress.set_message(format!("{task} epoch {epoch}/{}: scoring dev", h.epochs));
+        let eval_model = model.valid();
+        let mut dev_metrics = BTreeMap::new();
+        final_preds.clear();
+        for (d, ids) in devs.iter().zip(&dev_ids) {
+            let preds = predict(
+                &eval_model,
+                task,
+                ids,
+                tokenizer.pad_id(),
+                params.eval_batch_size,
+                &device,
+                &d.examples,
+            );
+            for (name, value) in score(task, &preds) {
+                dev_metrics.insert(metric_key(task, &d.split, &name), value);
+            }
+            final_preds.push(preds);
+        }
+        let record = EpochRecord {
+            epoch,
+            train_loss: final_train_loss,
+            last_lr,
+            dev: dev_metrics,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        };
+        let line = serde_json::to_string(&record).expect("epoch record serialises");
+        writeln!(epochs_file, "{line}").map_err(io_err(&epochs_path))?;
+        progress.println(format!(
+            "{task} epoch {epoch}/{}: train loss {:.4}, {}",
+            h.epochs,
+            record.train_loss,
+            format_metrics(&record.dev)
+        ));
+    }
+
+    // Outputs.
+    progress.set_message(format!("{task}: writing results"));
+    let mut metrics = BTreeMap::new();
+    let mut majority_baseline = BTreeMap::new();
+    let mut dev_splits = BTreeMap::new();
+    let majority = majority_predictor(task, &train.examples);
+    for (d, preds) in devs.iter().zip(&final_preds) {
+        for (name, value) in score(task, preds) {
+            metrics.insert(metric_key(task, &d.split, &name), value);
+        }
+        for (name, value) in score(task, &majority.predict(&d.examples)) {
+            majority_baseline.insert(metric_key(task, &d.split, &name), value);
+        }
+        dev_splits.insert(d.split.clone(), d.examples.len());
+        let file = match task.split_suffix(&d.split) {
+            Some(suffix) => format!("predictions_{suffix}.parquet"),
+            None => "predictions.parquet".to_string(),
+        };
+        write_predictions(&out_dir.join(file), &d.examples, preds)?;
+    }
+    let eval_model = model.valid();
+    cram_model::save_classification(&eval_model, &config, &out_dir.join(MODEL_FILE))?;
+    cram_model::write_config_json(&config, &out_dir.join(CONFIG_FILE))?;
+    std::fs::copy(&tokenizer_path, out_dir.join(TOKENIZER_FILE))
+        .map_err(io_err(&tokenizer_path))?;
+    write_json(
+        &out_dir.join("metrics.json"),
+        &serde_json::json!({
+            "task": task,
+            "metrics": metrics,
+            "majority_baseline": majority_baseline,
+        }),
+    )?;
+
+    let summary = TaskSummary {
+        task,
+        metrics,
+        majority_baseline,
+        epochs: h.epochs,
+        steps: step,
+        train_examples: train.examples.len(),
+        train_truncated,
+        dev_examples: dev_splits.values().sum(),
+        dev_splits,
+        final_train_loss,
+        seconds: start.elapsed().as_secs_f64(),
+        overrides: h.overrides.clone(),
+        hyperparameters: h,
+        quick_run: params.quick_run(),
+        device: format!("{device:?}"),
+        seed,
+        num_params,
+    };
+    write_json(&out_dir.join("summary.json"), &summary)?;
+    progress.set_message(format!(
+        "{task}: done ({})",
+        format_metrics(&summary.metrics)
+    ));
+    Ok(summary)
+}
+
+/// A per-task constant mixed into the seed, so tasks draw different data orders.
+fn task_salt(task: GlueTask) -> u64 {
+    let i = GlueTask::ALL.iter().position(|t| *t == task).unwrap_or(0) as u64;
+    (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The metric's key in the summaries: MNLI's get the split suffix (`accuracy_matched`).
+pub fn metric_key(task: GlueTask, split: &str, metric: &str) -> String {
+    match task.split_suffix(split) {
+        Some(suffix) => format!("{metric}_{suffix}"),
+        None => metric.to_string(),
+    }
+}
+
+fn format_metrics(m: &BTreeMap<String, f64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {:.2}", v * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_compatible(
+    config: &ModelConfig,
+    tokenizer: &GlueTokenizer,
+    tokenizer_path: &Path,
+    model_path: &Path,
+    max_length: usize,
+) -> Result<()> {
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(GlueError::Tokenizer {
+            path: tokenizer_path.to_path_buf(),
+            reason: format!(
+                "{} tokens, but the model {} has only {} embedding rows; use the pipeline's own tokenizer",
+                tokenizer.vocab_size(),
+                model_path.display(),
+                config.vocab_size
+            ),
+        });
+    }
+    if tokenizer.pad_id() as usize != config.pad_token_id {
+        return Err(GlueError::Tokenizer {
+            path: tokenizer_path.to_path_buf(),
+            reason: format!(
+                "[PAD] has id {}, but the model {} pads with id {}",
+                tokenizer.pad_id(),
+                model_path.display(),
+                config.pad_token_id
+            ),
+        });
+    }
+    if max_length > config.max_seq_length {
+        return Err(GlueError::Params(format!(
+            "max_length = {max_length} exceeds the model's max_seq_length = {} ({})",
+            config.max_seq_length,
+            model_path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn batch_tensors(
+    batch: &crate::encode::HostBatch,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let shape = [batch.batch, batch.seq];
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(batch.ids.clone(), shape), device);
+    let mask = Tensor::<2, Int>::from_data(TensorData::new(batch.mask.clone(), shape), device);
+    (ids, mask)
+}
+
+fn label_tensor(
+    task: GlueTask,
+    examples: &[Example],
+    rows: &[usize],
+    device: &Device,
+) -> ClassLabels {
+    let n = rows.len();
+    if task.is_regression() {
+        let v: Vec<f32> = rows
+            .iter()
+            .map(|&r| examples[r].label.as_f64() as f32)
+            .collect();
+        ClassLabels::Scores(Tensor::<1>::from_data(TensorData::new(v, [n]), device))
+    } else {
+        let v: Vec<i64> = rows
+            .iter()
+            .map(|&r| examples[r].label.as_f64() as i64)
+            .collect();
+        ClassLabels::Classes(Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device))
+    }
+}
+
+/// The model's logits for every encoded example, in input order. Batches are formed over
+/// the examples sorted by length (less padding); the padding mask makes the result
+/// independent of the batch composition up to floating-point rounding.
+pub fn logits(
+    model: &ClassificationModel,
+    encoded: &[Vec<u32>],
+    pad_id: u32,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| (encoded[i].len(), i));
+    let mut out = vec![Vec::new(); encoded.len()];
+    for rows in order.chunks(batch_size.max(1)) {
+        let batch = pad_batch(encoded, rows, pad_id);
+        let (ids, mask) = batch_tensors(&batch, device);
+        let logits = model.forward(ids, Some(mask));
+        let [b, c] = logits.dims();
+        let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
+        debug_assert_eq!(values.len(), b * c);
+        for (k, &r) in rows.iter().enumerate() {
+            out[r] = values[k * c..(k + 1) * c].to_vec();
+        }
+    }
+    out
+}
+
+/// Class ids (argmax, first maximum on ties) or STS-B scores of the model on `examples`.
+#[allow(clippy::too_many_arguments)]
+pub fn predict(
+    model: &ClassificationModel,
+    task: GlueTask,
+    encoded: &[Vec<u32>],
+    pad_id: u32,
+    batch_size: usize,
+    device: &Device,
+    examples: &[Example],
+) -> Predictions {
+    let rows = logits(model, encoded, pad_id, batch_size, device);
+    if task.is_regression() {
+        Predictions::Scores {
+            predicted: rows.iter().map(|r| r[0] as f64).collect(),
+            gold: examples.iter().map(|e| e.label.as_f64()).collect(),
+        }
+    } else {
+        Predictions::Classes {
+            predicted: rows
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                            if v > best.1 { (i, v) } else { best }
+                        })
+                        .0
+                })
+                .collect(),
+            gold: examples
+                .iter()
+                .map(|e| match e.label {
+                    Label::Class(c) => c,
+                    Label::Score(s) => s as usize,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The majority-class predictor fitted on a training split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Majority {
+    /// Always this class (the most frequent; the lowest id on ties).
+    Class(usize),
+    /// Always this score (the training mean).
+    Score(f64),
+}
+
+/// Fits the majority-class (or mean-score) predictor on `train`.
+pub fn majority_predictor(task: GlueTask, train: &[Example]) -> Majority {
+    if task.is_regression() {
+        let mean = train.iter().map(|e| e.label.as_f64()).sum::<f64>() / train.len().max(1) as f64;
+        return Majority::Score(mean);
+    }
+    let mut counts = vec![0usize; task.num_labels()];
+    for e in train {
+        if let Label::Class(c) = e.label {
+            counts[c] += 1;
+        }
+    }
+    let best = counts
+        .iter()
+        .enumerate()
+        .fold(
+            (0, 0),
+            |best, (i, &n)| if n > best.1 { (i, n) } else { best },
+        )
+        .0;
+    Majority::Class(best)
+}
+
+impl Majority {
+    /// Its predictions on `examples`.
+    pub fn predict(&self, examples: &[Example]) -> Predictions {
+        match *self {
+            Majority::Class(c) => Predictions::Classes {
+                predicted: vec![c; examples.len()],
+                gold: examples
+                    .iter()
+                    .map(|e| match e.label {
+                        Label::Class(c) => c,
+                        Label::Score(s) => s as usize,
+                    })
+                    .collect(),
+            },
+            Majority::Score(s) => Predictions::Scores {
+                predicted: vec![s; examples.len()],
+                gold: examples.iter().map(|e| e.label.as_f64()).collect(),
+            },
+        }
+    }
+}
+
+fn write_predictions(path: &Path, examples: &[Example], preds: &Predictions) -> Result<()> {
+    let idx: ArrayRef = Arc::new(Int64Array::from_iter_values(examples.iter().map(|e| e.idx)));
+    let (pred, label, ty): (ArrayRef, ArrayRef, DataType) = match preds {
+        Predictions::Classes { predicted, gold } => (
+            Arc::new(Int64Array::from_iter_values(
+                predicted.iter().map(|&p| p as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(gold.iter().map(|&g| g as i64))),
+            DataType::Int64,
+        ),
+        Predictions::Scores { predicted, gold } => (
+            Arc::new(Float32Array::from_iter_values(
+                predicted.iter().map(|&p| p as f32),
+            )),
+            Arc::new(Float32Array::from_iter_values(
+                gold.iter().map(|&g| g as f32),
+            )),
+            DataType::Float32,
+        ),
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("idx", DataType::Int64, false),
+        Field::new("prediction", ty.clone(), false),
+        Field::new("label", ty, false),
+    ]));
+    let batch = RecordBatch::try_new(schema, vec![idx, pred, label]).map_err(|source| {
+        GlueError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    crate::synthetic::write_parquet(path, batch)
+}
+
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let json = serde_json::to_string_pretty(value).expect("summaries serialise to JSON");
+    std::fs::write(path, json + "\n").map_err(io_err(path))
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|source| GlueError::Json {
+        path: PathBuf::from(path),
+        source,
+    })
+}
