@@ -1,1 +1,67 @@
-//! placeholder
+//! Crammed BERT in burn: the encoder, the masked-language model and the sequence-classification
+//! model of Geiping & Goldstein (2022), their configs and presets, and the `cram-ref-v1`
+//! safetensors checkpoint contract (`../shared/vectors/README.md`).
+//!
+//! ```no_run
+//! use cram_model::{MlmModel, ModelConfig, select_device};
+//! let device = select_device("cpu").unwrap().autodiff();
+//! let config = ModelConfig::tiny().with_dropout(0.0);
+//! let model = MlmModel::init(&config, 0, &device).unwrap();
+//! # let _ = model;
+//! ```
+//!
+//! Modules:
+//! * [`config`]: [`ModelConfig`], presets, [`ModelOverrides`];
+//! * [`encoder`]: embeddings, layers, [`Encoder`];
+//! * [`mlm`]: [`MlmModel`] (tied decoder, sparse prediction);
+//! * [`classification`]: [`ClassificationModel`];
+//! * [`checkpoint`]: save/load in the contract naming, `config.json`;
+//! * [`names`]: the one table of tensor names;
+//! * [`device`]: [`select_device`].
+
+pub mod checkpoint;
+pub mod classification;
+pub mod config;
+pub mod device;
+pub mod encoder;
+pub mod error;
+mod init;
+pub mod mlm;
+pub mod names;
+
+pub use checkpoint::{
+    TensorFile, load_classification, load_classification_with_config, load_mlm,
+    load_mlm_with_config, read_config_json, save_classification, save_mlm,
+    write_config_json,
+};
+pub use classification::{ClassLabels, ClassificationModel};
+pub use config::{ConfigError, FfnActivation, ModelConfig, ModelOverrides, NormScheme, PositionEmbedding};
+pub use device::{DeviceError, DeviceSpec, select_device};
+pub use encoder::{Encoder, NamedParam};
+pub use error::ModelError;
+pub use mlm::{IGNORE_INDEX, MlmModel, MlmOutput};
+
+use burn::module::ParamId;
+
+/// `(id, contract name)` of every parameter of an MLM model, in a fixed order; weight decay
+/// applies where [`names::decays`] says so.
+pub fn param_names(model: &MlmModel) -> Vec<(ParamId, String)> {
+    let mut out = Vec::new();
+    model.visit_named(&mut |name, p| out.push((p.id(), name)));
+    out
+}
+
+/// `(id, contract name)` of every parameter of a classification model, in a fixed order.
+pub fn classification_param_names(model: &ClassificationModel) -> Vec<(ParamId, String)> {
+    let mut out = Vec::new();
+    model.visit_named(&mut |name, p| out.push((p.id(), name)));
+    out
+}
+
+/// Number of scalar parameters of an MLM model (the tied decoder counted once, `pos_scale`
+/// included).
+pub fn num_params(model: &MlmModel) -> usize {
+    let mut n = 0;
+    model.visit_named(&mut |_, p| n += p.shape().iter().product::<usize>());
+    n
+}
