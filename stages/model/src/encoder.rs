@@ -145,7 +145,7 @@ impl NamedParam<'_> {
             NamedParam::D1(p) => p.val().into_data(),
             NamedParam::D2(p) => p.val().into_data(),
         };
-        data.convert::<f32>().into_vec::<f32>().map_err(|e| format!("{e:?}"))
+        data.convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))
     }
 
     /// The gradient of this parameter in `grads`, as row-major f32 on the host (`None` when the
@@ -155,7 +155,7 @@ impl NamedParam<'_> {
             NamedParam::D1(p) => p.val().grad(grads)?.into_data(),
             NamedParam::D2(p) => p.val().grad(grads)?.into_data(),
         };
-        data.convert::<f32>().into_vec::<f32>().ok()
+        data.convert::<f32>().try_into_vec::<f32>().ok()
     }
 }
 

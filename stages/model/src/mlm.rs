@@ -114,7 +114,7 @@ impl MlmModel {
         let flat: Vec<i64> = labels
             .into_data()
             .convert::<i64>()
-            .into_vec::<i64>()
+            .try_into_vec::<i64>()
             .expect("integer labels");
         let (positions, targets) = labelled_rows(&flat);
         self.forward_loss_at(input_ids, &positions, &targets, &device)

@@ -31,7 +31,7 @@ pub fn ints2(file: &TensorFile, name: &str, device: &Device) -> Tensor<2, Int> {
 
 /// Reads a tensor back as f32.
 pub fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
 /// Asserts `got` and `want` agree elementwise to `tol` (absolute), reporting the worst index.
