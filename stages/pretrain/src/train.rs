@@ -1,0 +1,442 @@
+//! The training loop of the `pretrain` kind.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use cram_model::{MlmModel, ModelConfig};
+use indicatif::ProgressBar;
+
+use crate::checkpoint::{self, TrainState};
+use crate::collator::MlmCollator;
+use crate::data::{Reader, Sequences, read_tokenizer};
+use crate::error::PretrainError;
+use crate::optim::{AdamW, GradAccumulator, host_f32};
+use crate::params::{MetricsLine, PretrainParams, PretrainSummary, ResolvedPretrain, StoppedBy};
+use crate::schedule::{accumulation_steps, batch_size};
+
+/// Micro-batches the reader thread prepares ahead of the training step.
+const PREFETCH: usize = 16;
+
+/// Weight of the newest loss in the progress bar's smoothed loss.
+const SMOOTHING: f64 = 0.05;
+
+/// Controls of a run beyond its parameters: an interrupt flag (e.g. set by a Ctrl-C handler) and
+/// deterministic hooks for tests. None of them changes what a finished run computes.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    /// When set to true, the run writes a checkpoint after the current step and returns
+    /// [`PretrainError::Interrupted`].
+    pub interrupt: Option<Arc<AtomicBool>>,
+    /// Also checkpoint every this many optimizer steps (in addition to `checkpoint_every`
+    /// minutes).
+    pub checkpoint_every_steps: Option<u64>,
+    /// Behave as if interrupted once this many optimizer steps are completed (a simulated crash
+    /// after a checkpoint, for tests).
+    pub interrupt_after_steps: Option<u64>,
+}
+
+/// Runs the `pretrain` kind: trains on the packed sequences in `sequences_dir` and writes the
+/// checkpoint entry into `out_dir` (see the crate docs). `work_dir` is a persistent scratch
+/// directory for resumable checkpoints.
+pub fn run_pretrain(
+    params: &PretrainParams,
+    sequences_dir: &Path,
+    seed: u64,
+    work_dir: &Path,
+    out_dir: &Path,
+    progress: &ProgressBar,
+) -> Result<PretrainSummary, PretrainError> {
+    run_pretrain_with(
+        params,
+        sequences_dir,
+        seed,
+        work_dir,
+        out_dir,
+        progress,
+        &RunControl::default(),
+    )
+}
+
+/// The architecture a run trains: the resolved preset with the tokenizer's vocabulary size
+/// (unless overridden; a smaller override than the tokenizer's is an error).
+pub fn model_config(
+    resolved: &ResolvedPretrain,
+    tokenizer_vocab: usize,
+    tokenizer_path: &Path,
+) -> Result<ModelConfig, PretrainError> {
+    let mut config = resolved.model.clone();
+    if resolved.vocab_size_from_tokenizer {
+        config.vocab_size = tokenizer_vocab;
+    } else if config.vocab_size < tokenizer_vocab {
+        return Err(PretrainError::Tokenizer {
+            path: tokenizer_path.to_path_buf(),
+            reason: format!(
+                "the tokenizer has {tokenizer_vocab} tokens but model.vocab_size = {}",
+                config.vocab_size
+            ),
+        });
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The masking seed derived from the pipeline seed (apart from the model-init seed).
+fn mask_seed(seed: u64) -> u64 {
+    seed ^ 0x6d6c_6d5f_6d61_736b // "mlm_mask"
+}
+
+/// The backend name of a device, from burn's description of it.
+pub fn backend_name(device: &Device) -> String {
+    let d = format!("{device:?}").to_ascii_lowercase();
+    if d.contains("cuda") {
+        "cuda".into()
+    } else if d.contains("wgpu") || d.contains("vulkan") {
+        "vulkan".into()
+    } else if d.contains("flex") {
+        "flex".into()
+    } else {
+        d
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn fmt_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// [`run_pretrain`] with [`RunControl`].
+pub fn run_pretrain_with(
+    params: &PretrainParams,
+    sequences_dir: &Path,
+    seed: u64,
+    work_dir: &Path,
+    out_dir: &Path,
+    progress: &ProgressBar,
+    control: &RunControl,
+) -> Result<PretrainSummary, PretrainError> {
+    let resolved = params.resolve()?;
+    let tokenizer_path = sequences_dir.join("tokenizer.json");
+    let tok = read_tokenizer(&tokenizer_path)?;
+    let config = model_config(&resolved, tok.vocab_size, &tokenizer_path)?;
+    let seqs = Sequences::open(sequences_dir)?;
+    if seqs.seq_len > config.max_seq_length {
+        return Err(PretrainError::Data {
+            path: sequences_dir.to_path_buf(),
+            reason: format!(
+                "rows of {} tokens exceed the model's max_seq_length = {}",
+                seqs.seq_len, config.max_seq_length
+            ),
+        });
+    }
+    let train_config = if resolved.dropout {
+        config.clone()
+    } else {
+        config.clone().with_dropout(0.0)
+    };
+    let device = cram_model::select_device(&resolved.device)?;
+    let ad = device.clone().autodiff();
+
+    let mut fingerprint = serde_json::to_value(&resolved).expect("params serialise");
+    if let Some(obj) = fingerprint.as_object_mut() {
+        // Operational settings that do not change what is computed.
+        for k in ["device", "checkpoint_every", "log_every"] {
+            obj.remove(k);
+        }
+        obj.insert("seed".into(), seed.into());
+        obj.insert("vocab_size".into(), config.vocab_size.into());
+        obj.insert("seq_len".into(), seqs.seq_len.into());
+        obj.insert("rows".into(), seqs.total_rows.into());
+    }
+
+    // Model and optimizer: fresh, or from the work directory's checkpoint.
+    let found = checkpoint::find(work_dir, &fingerprint)?;
+    let (mut model, mut optim, mut state, mut metrics, resumed_from_step) = match found {
+        Some(f) => {
+            let model = cram_model::load_mlm_with_config(
+                &f.dir.join(checkpoint::MODEL_FILE),
+                &train_config,
+                &ad,
+            )?;
+            let optim = AdamW::load(
+                resolved.adamw(),
+                &f.dir.join(checkpoint::OPTIMIZER_FILE),
+                &ad,
+            )?;
+            let step = f.state.step;
+            let mut metrics = f.metrics;
+            metrics.retain(|m| m.step <= step);
+            (model, optim, f.state, metrics, Some(step))
+        }
+        None => (
+            MlmModel::init(&train_config, seed, &ad)?,
+            AdamW::new(resolved.adamw()),
+            TrainState::fresh(fingerprint.clone()),
+            Vec::new(),
+            None,
+        ),
+    };
+    let parameters = cram_model::num_params(&model);
+
+    let m = resolved.micro_batch;
+    let s = seqs.seq_len;
+    let collator = MlmCollator {
+        rate: resolved.mlm_rate,
+        mask_id: tok.mask_id,
+        random_vocab: tok.vocab_size as u32,
+        seed: mask_seed(seed),
+    };
+    let reader = Reader::spawn(&seqs, state.next_row, m, collator, PREFETCH)?;
+
+    match resolved.budget_steps {
+        Some(n) => progress.set_length(n),
+        None => progress.set_length(resolved.budget_seconds.unwrap_or(0.0).ceil() as u64),
+    }
+
+    // The budget clock starts here, after model construction and data opening.
+    let start = Instant::now();
+    let spent_before = state.elapsed_seconds;
+    let elapsed = || spent_before + start.elapsed().as_secs_f64();
+    let mut last_checkpoint = Instant::now();
+    let mut last_log = (Instant::now(), state.tokens);
+    let checkpoint_every =
+        (resolved.checkpoint_every > 0.0).then(|| resolved.checkpoint_every * 60.0);
+
+    let stopped_by = loop {
+        let now = elapsed();
+        let p = match (resolved.budget_steps, resolved.budget_seconds) {
+            (Some(n), _) => {
+                if state.step >= n {
+                    break StoppedBy::Steps;
+                }
+                state.step as f64 / n as f64
+            }
+            (None, Some(b)) => {
+                if now >= b {
+                    break StoppedBy::Budget;
+                }
+                now / b
+            }
+            (None, None) => unreachable!("resolve sets one budget"),
+        };
+        let accum = accumulation_steps(p, m, resolved.batch_size, resolved.ramp_fraction);
+        let lr = resolved.schedule.lr(resolved.lr, p);
+
+        let mut grads = GradAccumulator::new();
+        let mut loss_sum: Option<Tensor<1>> = None;
+        let mut exhausted = false;
+        for _ in 0..accum {
+            let mb = match reader.next_batch() {
+                None => {
+                    exhausted = true;
+                    break;
+                }
+                Some(r) => r?,
+            };
+            let b = mb.batch;
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(b.input_ids, [b.rows, s]), &ad);
+            let out = model.forward_loss_at(ids, &b.positions, &b.targets, &ad);
+            let loss = out.loss;
+            let detached = loss.clone().detach().inner();
+            grads.add(&model, loss.div_scalar(accum as f64).backward());
+            loss_sum = Some(match loss_sum {
+                Some(t) => t + detached,
+                None => detached,
+            });
+        }
+        if exhausted {
+            // An incomplete accumulation at the end of the data is dropped.
+            break StoppedBy::Data;
+        }
+        let (next, _report) = optim.step(model, grads, lr);
+        model = next;
+
+        let loss = match loss_sum {
+            Some(t) => {
+                host_f32(t)
+                    .map_err(|reason| PretrainError::Tensor {
+                        what: "loss".into(),
+                        reason,
+                    })?
+                    .first()
+                    .copied()
+                    .unwrap_or(f32::NAN) as f64
+                    / accum as f64
+            }
+            None => f64::NAN,
+        };
+        state.step += 1;
+        state.micro_steps += accum as u64;
+        state.sequences += (accum * m) as u64;
+        state.tokens += (accum * m * s) as u64;
+        state.next_row += (accum * m) as u64;
+        state.elapsed_seconds = elapsed();
+        if !loss.is_finite() {
+            return Err(PretrainError::Diverged {
+                step: state.step,
+                loss,
+            });
+        }
+        state.initial_loss.get_or_insert(loss);
+        state.last_loss = Some(loss);
+        state.smoothed_loss = Some(match state.smoothed_loss {
+            Some(sm) => sm + SMOOTHING * (loss - sm),
+            None => loss,
+        });
+
+        let finishing = resolved.budget_steps.is_some_and(|n| state.step >= n)
+            || resolved
+                .budget_seconds
+                .is_some_and(|b| state.elapsed_seconds >= b);
+        let since = last_log.0.elapsed().as_secs_f64();
+        let tps = if since > 0.0 {
+            (state.tokens - last_log.1) as f64 / since
+        } else {
+            0.0
+        };
+        if state.step == 1 || state.step % resolved.log_every == 0 || finishing {
+            metrics.push(MetricsLine {
+                step: state.step,
+                elapsed_seconds: state.elapsed_seconds,
+                tokens: state.tokens,
+                loss,
+                lr,
+                batch_size: accum * m,
+                tokens_per_second: tps,
+            });
+            last_log = (Instant::now(), state.tokens);
+        }
+
+        match resolved.budget_steps {
+            Some(_) => progress.set_position(state.step),
+            None => progress.set_position(state.elapsed_seconds as u64),
+        }
+        let budget_text = match (resolved.budget_steps, resolved.budget_seconds) {
+            (Some(n), _) => format!("{}/{} steps", state.step, n),
+            (None, Some(b)) => format!(
+                "{} of {} ({} left)",
+                fmt_duration(state.elapsed_seconds),
+                fmt_duration(b),
+                fmt_duration(b - state.elapsed_seconds)
+            ),
+            _ => String::new(),
+        };
+        progress.set_message(format!(
+            "step {} | loss {:.4} | lr {:.2e} | bs {} | {:.0} tok/s | {}",
+            state.step,
+            state.smoothed_loss.unwrap_or(loss),
+            lr,
+            accum * m,
+            tps,
+            budget_text
+        ));
+
+        let interrupted = control
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+            || control.interrupt_after_steps == Some(state.step);
+        let due = checkpoint_every
+            .is_some_and(|secs| last_checkpoint.elapsed().as_secs_f64() >= secs)
+            || control
+                .checkpoint_every_steps
+                .is_some_and(|k| k > 0 && state.step % k == 0);
+        if (due || interrupted) && !finishing {
+            write_checkpoint(work_dir, &state, &metrics, &model, &config, &optim)?;
+            last_checkpoint = Instant::now();
+        }
+        if interrupted && !finishing {
+            return Err(PretrainError::Interrupted {
+                step: state.step,
+                work_dir: work_dir.to_path_buf(),
+            });
+        }
+    };
+    reader.join()?;
+    let wall_seconds = elapsed();
+
+    // The finished entry.
+    cram_model::save_mlm(&model, &config, &out_dir.join("model.safetensors"))?;
+    cram_model::write_config_json(&config, &out_dir.join("config.json"))?;
+    let tok_out = out_dir.join("tokenizer.json");
+    std::fs::copy(&tokenizer_path, &tok_out).map_err(|e| PretrainError::io(&tok_out, e))?;
+    checkpoint::write_metrics(&out_dir.join("metrics.jsonl"), &metrics)?;
+    let summary = PretrainSummary {
+        arch: resolved.arch.clone(),
+        parameters,
+        budget_seconds: resolved.budget_seconds,
+        budget_steps: resolved.budget_steps,
+        wall_seconds,
+        steps: state.step,
+        micro_steps: state.micro_steps,
+        tokens: state.tokens,
+        sequences: state.sequences,
+        final_loss: state.last_loss,
+        initial_loss: state.initial_loss,
+        device: format!("{device:?}"),
+        backend: backend_name(&device),
+        peak_memory_bytes: peak_memory_bytes(),
+        stopped_by,
+        dropout: resolved.dropout,
+        resumed_from_step,
+        epochs_fraction: if seqs.total_rows > 0 {
+            state.sequences as f64 / seqs.total_rows as f64
+        } else {
+            0.0
+        },
+    };
+    let summary_path = out_dir.join("summary.json");
+    let json = serde_json::to_string_pretty(&summary)
+        .map_err(|e| PretrainError::json(&summary_path, e))?;
+    std::fs::write(&summary_path, json + "\n").map_err(|e| PretrainError::io(&summary_path, e))?;
+    checkpoint::clear(work_dir)?;
+    progress.finish_with_message(format!(
+        "{} steps, {} tokens, loss {:.4} ({:?})",
+        state.step,
+        state.tokens,
+        state.last_loss.unwrap_or(f64::NAN),
+        stopped_by
+    ));
+    Ok(summary)
+}
+
+fn write_checkpoint(
+    work_dir: &Path,
+    state: &TrainState,
+    metrics: &[MetricsLine],
+    model: &MlmModel,
+    config: &ModelConfig,
+    optim: &AdamW,
+) -> Result<(), PretrainError> {
+    checkpoint::save(work_dir, state, metrics, |dir| {
+        cram_model::save_mlm(model, config, &dir.join(checkpoint::MODEL_FILE))?;
+        optim.save(&dir.join(checkpoint::OPTIMIZER_FILE))
+    })?;
+    Ok(())
+}
+
+/// The batch size the ramp gives at budget fraction `p` for these params (for displays).
+pub fn batch_size_at(resolved: &ResolvedPretrain, p: f64) -> usize {
+    batch_size(
+        p,
+        resolved.micro_batch,
+        resolved.batch_size,
+        resolved.ramp_fraction,
+    )
+}

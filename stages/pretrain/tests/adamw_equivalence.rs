@@ -1,0 +1,133 @@
+//! The first AdamW step of the PyTorch reference (vectors README, fact 10): MLM loss on
+//! `input.mlm_ids` / `input.mlm_labels`, backward, global clip at 0.5, AdamW with lr 1e-3,
+//! betas (0.9, 0.98), eps 1e-12, weight decay 0.01 except `bias`/`norm` parameters.
+
+mod common;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use cram_model::TensorFile;
+use cram_pretrain::{AdamW, AdamWConfig, GradAccumulator};
+
+fn f32s(f: &TensorFile, name: &str) -> Vec<f32> {
+    f.f32(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .1
+}
+
+fn ints2(f: &TensorFile, name: &str, device: &Device) -> Tensor<2, Int> {
+    let (shape, v) = f.i64(name).unwrap().unwrap();
+    Tensor::from_data(TensorData::new(v, [shape[0], shape[1]]), device)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn first_step_matches_pytorch() {
+    let path = common::vector_path("tiny.safetensors");
+    let f = TensorFile::open(&path).unwrap();
+    let config = f.config().unwrap().with_dropout(0.0);
+    let device = Device::flex().autodiff();
+    let model = cram_model::load_mlm_with_config(&path, &config, &device).unwrap();
+
+    let ids = ints2(&f, "input.mlm_ids", &device);
+    let labels = ints2(&f, "input.mlm_labels", &device);
+    let out = model.forward_loss(ids, labels);
+    let loss: f32 = out
+        .loss
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()[0];
+    let want_loss = f32s(&f, "expected.mlm_loss")[0];
+    assert!(
+        (loss - want_loss).abs() < 1e-5,
+        "loss {loss} vs {want_loss}"
+    );
+
+    let mut grads = GradAccumulator::new();
+    grads.add(&model, out.loss.backward());
+    let norm: f32 = grads
+        .global_norm()
+        .unwrap()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()[0];
+    let want_norm = f32s(&f, "expected.grad_norm")[0];
+    assert!(
+        (norm - want_norm).abs() < 1e-4 * want_norm.max(1.0),
+        "grad norm {norm} vs {want_norm}"
+    );
+    assert!(norm > 0.5, "the reference step clips (norm {norm} > 0.5)");
+
+    let before: Vec<(String, Vec<f32>)> = {
+        let mut v = Vec::new();
+        model.visit_named(&mut |name, p| v.push((name, p.to_vec().unwrap())));
+        v
+    };
+    let mut optim = AdamW::new(AdamWConfig::default());
+    let (model, _) = optim.step(model, grads, 1e-3);
+    assert_eq!(optim.steps(), 1);
+
+    let mut checked = 0;
+    let mut moved_decay_only = 0;
+    model.visit_named(&mut |name, p| {
+        let got = p.to_vec().unwrap();
+        let want = f32s(&f, &format!("step1.{name}"));
+        let d = max_diff(&got, &want);
+        assert!(d < 1e-5, "step1.{name}: max abs diff {d:e}");
+        let old = &before.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert!(max_diff(&got, old) > 1e-4, "{name} moved");
+        if cram_pretrain::optim::decays(&name) {
+            moved_decay_only += 1;
+        }
+        checked += 1;
+    });
+    assert_eq!(checked, 22, "every parameter has a reference value");
+    assert!(moved_decay_only > 0);
+}
+
+#[test]
+fn state_round_trips_through_a_file() {
+    let path = common::vector_path("tiny.safetensors");
+    let f = TensorFile::open(&path).unwrap();
+    let config = f.config().unwrap().with_dropout(0.0);
+    let device = Device::flex().autodiff();
+    let run = |optim: &mut AdamW, model: cram_model::MlmModel| {
+        let ids = ints2(&f, "input.mlm_ids", &device);
+        let labels = ints2(&f, "input.mlm_labels", &device);
+        let out = model.forward_loss(ids, labels);
+        let mut grads = GradAccumulator::new();
+        grads.add(&model, out.loss.backward());
+        optim.step(model, grads, 1e-3).0
+    };
+    let model = cram_model::load_mlm_with_config(&path, &config, &device).unwrap();
+    let mut a = AdamW::new(AdamWConfig::default());
+    let model = run(&mut a, model);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("optimizer.safetensors");
+    a.save(&file).unwrap();
+    let mut b = AdamW::load(AdamWConfig::default(), &file, &device).unwrap();
+    assert_eq!(b.steps(), 1);
+
+    let model_b = model.clone();
+    let next_a = run(&mut a, model);
+    let next_b = run(&mut b, model_b);
+    let mut va = Vec::new();
+    next_a.visit_named(&mut |_, p| va.extend(p.to_vec().unwrap()));
+    let mut vb = Vec::new();
+    next_b.visit_named(&mut |_, p| vb.extend(p.to_vec().unwrap()));
+    assert!(
+        max_diff(&va, &vb) == 0.0,
+        "second step identical after a state round trip"
+    );
+}
