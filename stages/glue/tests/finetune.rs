@@ -73,7 +73,7 @@ fn tiny_config(vocab: usize) -> ModelConfig {
         num_layers: 2,
         num_heads: 2,
         intermed_size: 128,
-        max_seq_length: 64,
+        max_seq_length: 128,
         head_dim: 64,
         ..ModelConfig::tiny()
     }
