@@ -33,7 +33,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, LargeStringArray, StringArray, StringBuilder, StringViewArray};
+use arrow::array::{
+    Array, ArrayRef, LargeStringArray, StringArray, StringBuilder, StringViewArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -74,7 +76,9 @@ pub enum DocumentsError {
         source: std::io::Error,
     },
     /// The Parquet library failed on a file (corrupt or not Parquet).
-    #[error("{path}: Parquet error: {source} (is it a documents shard written by cram? delete the cache entry to regenerate it)")]
+    #[error(
+        "{path}: Parquet error: {source} (is it a documents shard written by cram? delete the cache entry to regenerate it)"
+    )]
     Parquet {
         /// The shard at fault.
         path: PathBuf,
@@ -92,13 +96,17 @@ pub enum DocumentsError {
         source: ArrowError,
     },
     /// A directory that should hold documents holds no `part-*.parquet` file.
-    #[error("{dir}: no documents shards (part-*.parquet) found; is this the output of a documents stage?")]
+    #[error(
+        "{dir}: no documents shards (part-*.parquet) found; is this the output of a documents stage?"
+    )]
     NoShards {
         /// The directory searched.
         dir: PathBuf,
     },
     /// A shard has no column of the expected name.
-    #[error("{path}: no column {column:?} (columns: {available}); documents shards have one column `text`")]
+    #[error(
+        "{path}: no column {column:?} (columns: {available}); documents shards have one column `text`"
+    )]
     MissingColumn {
         /// The shard at fault.
         path: PathBuf,
@@ -131,13 +139,22 @@ pub enum DocumentsError {
 
 impl DocumentsError {
     fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
     fn parquet(path: &Path, source: ParquetError) -> Self {
-        Self::Parquet { path: path.to_path_buf(), source }
+        Self::Parquet {
+            path: path.to_path_buf(),
+            source,
+        }
     }
     fn arrow(path: &Path, source: ArrowError) -> Self {
-        Self::Arrow { path: path.to_path_buf(), source }
+        Self::Arrow {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -185,7 +202,11 @@ impl std::fmt::Debug for DocumentWriter {
 
 /// The Arrow schema of a documents shard: one non-null `text: Utf8` column.
 pub fn documents_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(TEXT_COLUMN, DataType::Utf8, false)]))
+    Arc::new(Schema::new(vec![Field::new(
+        TEXT_COLUMN,
+        DataType::Utf8,
+        false,
+    )]))
 }
 
 impl DocumentWriter {
@@ -273,9 +294,13 @@ impl DocumentWriter {
         let (path, writer) = self.current.as_mut().expect("shard opened above");
         let batch = RecordBatch::try_new(self.schema.clone(), vec![array])
             .map_err(|e| DocumentsError::arrow(path, e))?;
-        writer.write(&batch).map_err(|e| DocumentsError::parquet(path, e))?;
+        writer
+            .write(&batch)
+            .map_err(|e| DocumentsError::parquet(path, e))?;
         if self.row_group_text_bytes >= ROW_GROUP_BYTES {
-            writer.flush().map_err(|e| DocumentsError::parquet(path, e))?;
+            writer
+                .flush()
+                .map_err(|e| DocumentsError::parquet(path, e))?;
             self.row_group_text_bytes = 0;
         }
         Ok(())
@@ -284,7 +309,9 @@ impl DocumentWriter {
     fn close_shard(&mut self) -> Result<(), DocumentsError> {
         self.flush_batch()?;
         if let Some((path, writer)) = self.current.take() {
-            writer.close().map_err(|e| DocumentsError::parquet(&path, e))?;
+            writer
+                .close()
+                .map_err(|e| DocumentsError::parquet(&path, e))?;
         }
         self.shard_text_bytes = 0;
         self.row_group_text_bytes = 0;
@@ -321,7 +348,9 @@ pub fn list_shards(dir: &Path) -> Result<Vec<PathBuf>, DocumentsError> {
         }
     }
     if shards.is_empty() {
-        return Err(DocumentsError::NoShards { dir: dir.to_path_buf() });
+        return Err(DocumentsError::NoShards {
+            dir: dir.to_path_buf(),
+        });
     }
     shards.sort();
     Ok(shards)
@@ -333,7 +362,8 @@ pub fn count_documents(dir: &Path) -> Result<u64, DocumentsError> {
     let mut total = 0u64;
     for path in list_shards(dir)? {
         let file = File::open(&path).map_err(|e| DocumentsError::io(&path, e))?;
-        let reader = SerializedFileReader::new(file).map_err(|e| DocumentsError::parquet(&path, e))?;
+        let reader =
+            SerializedFileReader::new(file).map_err(|e| DocumentsError::parquet(&path, e))?;
         total += reader.metadata().file_metadata().num_rows() as u64;
     }
     Ok(total)
@@ -368,7 +398,9 @@ pub struct StringColumnBatches {
 
 impl std::fmt::Debug for StringColumnBatches {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StringColumnBatches").field("column", &self.column).finish()
+        f.debug_struct("StringColumnBatches")
+            .field("column", &self.column)
+            .finish()
     }
 }
 
@@ -427,7 +459,11 @@ impl StringColumnBatches {
             .with_batch_size(self.batch_size)
             .build()
             .map_err(|e| DocumentsError::parquet(&path, e))?;
-        Ok(OpenColumn { path, reader, row: 0 })
+        Ok(OpenColumn {
+            path,
+            reader,
+            row: 0,
+        })
     }
 }
 
@@ -462,11 +498,32 @@ fn collect_strings(
     }
     let any = array.as_any();
     if let Some(a) = any.downcast_ref::<StringArray>() {
-        take(a.len(), |i| a.is_null(i), |i| a.value(i), path, column, first_row)
+        take(
+            a.len(),
+            |i| a.is_null(i),
+            |i| a.value(i),
+            path,
+            column,
+            first_row,
+        )
     } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
-        take(a.len(), |i| a.is_null(i), |i| a.value(i), path, column, first_row)
+        take(
+            a.len(),
+            |i| a.is_null(i),
+            |i| a.value(i),
+            path,
+            column,
+            first_row,
+        )
     } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
-        take(a.len(), |i| a.is_null(i), |i| a.value(i), path, column, first_row)
+        take(
+            a.len(),
+            |i| a.is_null(i),
+            |i| a.value(i),
+            path,
+            column,
+            first_row,
+        )
     } else {
         Err(DocumentsError::WrongType {
             path: path.to_path_buf(),
@@ -505,8 +562,12 @@ impl Iterator for StringColumnBatches {
                     }
                     let first_row = open.row;
                     open.row += batch.num_rows() as u64;
-                    let result =
-                        collect_strings(batch.column(0).as_ref(), &open.path, &self.column, first_row);
+                    let result = collect_strings(
+                        batch.column(0).as_ref(),
+                        &open.path,
+                        &self.column,
+                        first_row,
+                    );
                     if result.is_err() {
                         self.current = None;
                     }

@@ -7,7 +7,7 @@ pub mod download;
 pub mod synthetic;
 
 pub use download::{
-    DownloadError, DownloadMode, DownloadParams, DownloadSummary, HubConfig, SourceIdentity, resolve_source,
-    run_download,
+    DownloadError, DownloadMode, DownloadParams, DownloadSummary, HubConfig, SourceIdentity,
+    resolve_source, run_download,
 };
 pub use synthetic::{SyntheticError, SyntheticParams, SyntheticSummary, run_synthetic};

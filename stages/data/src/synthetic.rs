@@ -100,53 +100,247 @@ pub enum SyntheticError {
     },
 }
 
-const DETERMINERS: &[&str] = &["the", "a", "every", "this", "that", "one", "some", "each", "no", "another"];
+const DETERMINERS: &[&str] = &[
+    "the", "a", "every", "this", "that", "one", "some", "each", "no", "another",
+];
 const ADJECTIVES: &[&str] = &[
-    "old", "new", "small", "large", "quiet", "bright", "dark", "early", "late", "young", "ancient", "modern",
-    "simple", "strange", "famous", "local", "northern", "southern", "green", "red", "heavy", "light", "careful",
-    "curious", "gentle", "happy", "narrow", "wide", "cold", "warm", "busy", "empty", "hidden", "public",
-    "private", "rural", "urban", "wooden", "golden", "silent", "rapid", "slow", "rare", "common", "honest",
-    "clever", "brave", "tired", "proud", "distant",
+    "old", "new", "small", "large", "quiet", "bright", "dark", "early", "late", "young", "ancient",
+    "modern", "simple", "strange", "famous", "local", "northern", "southern", "green", "red",
+    "heavy", "light", "careful", "curious", "gentle", "happy", "narrow", "wide", "cold", "warm",
+    "busy", "empty", "hidden", "public", "private", "rural", "urban", "wooden", "golden", "silent",
+    "rapid", "slow", "rare", "common", "honest", "clever", "brave", "tired", "proud", "distant",
 ];
 const NOUNS: &[&str] = &[
-    "river", "city", "village", "teacher", "farmer", "king", "queen", "soldier", "church", "bridge", "road",
-    "garden", "house", "school", "market", "library", "castle", "forest", "mountain", "island", "harbour",
-    "ship", "train", "station", "letter", "book", "song", "painting", "museum", "village", "doctor",
-    "student", "writer", "poet", "merchant", "council", "army", "company", "railway", "newspaper", "museum",
-    "valley", "lake", "tower", "factory", "hospital", "university", "engineer", "scientist", "artist",
-    "festival", "election", "treaty", "war", "storm", "winter", "summer", "harvest", "machine", "theory",
-    "album", "film", "novel", "team", "player", "season", "league", "club", "coach", "captain", "province",
-    "district", "county", "family", "child", "friend", "neighbour", "stranger", "window", "door", "table",
-    "letter", "message", "story", "history", "language", "country", "region", "government", "minister",
+    "river",
+    "city",
+    "village",
+    "teacher",
+    "farmer",
+    "king",
+    "queen",
+    "soldier",
+    "church",
+    "bridge",
+    "road",
+    "garden",
+    "house",
+    "school",
+    "market",
+    "library",
+    "castle",
+    "forest",
+    "mountain",
+    "island",
+    "harbour",
+    "ship",
+    "train",
+    "station",
+    "letter",
+    "book",
+    "song",
+    "painting",
+    "museum",
+    "village",
+    "doctor",
+    "student",
+    "writer",
+    "poet",
+    "merchant",
+    "council",
+    "army",
+    "company",
+    "railway",
+    "newspaper",
+    "museum",
+    "valley",
+    "lake",
+    "tower",
+    "factory",
+    "hospital",
+    "university",
+    "engineer",
+    "scientist",
+    "artist",
+    "festival",
+    "election",
+    "treaty",
+    "war",
+    "storm",
+    "winter",
+    "summer",
+    "harvest",
+    "machine",
+    "theory",
+    "album",
+    "film",
+    "novel",
+    "team",
+    "player",
+    "season",
+    "league",
+    "club",
+    "coach",
+    "captain",
+    "province",
+    "district",
+    "county",
+    "family",
+    "child",
+    "friend",
+    "neighbour",
+    "stranger",
+    "window",
+    "door",
+    "table",
+    "letter",
+    "message",
+    "story",
+    "history",
+    "language",
+    "country",
+    "region",
+    "government",
+    "minister",
 ];
-const ACCENTED_NOUNS: &[&str] = &["café", "façade", "résumé", "fiancée", "naïveté", "crème", "débutante", "protégé"];
+const ACCENTED_NOUNS: &[&str] = &[
+    "café",
+    "façade",
+    "résumé",
+    "fiancée",
+    "naïveté",
+    "crème",
+    "débutante",
+    "protégé",
+];
 const NAMES: &[&str] = &[
-    "Anna", "Thomas", "Maria", "John", "Elizabeth", "George", "Henry", "Clara", "Peter", "Margaret", "Oliver",
-    "Sophie", "William", "Alice", "Edward", "Grace", "Samuel", "Helen", "Arthur", "Emily",
+    "Anna",
+    "Thomas",
+    "Maria",
+    "John",
+    "Elizabeth",
+    "George",
+    "Henry",
+    "Clara",
+    "Peter",
+    "Margaret",
+    "Oliver",
+    "Sophie",
+    "William",
+    "Alice",
+    "Edward",
+    "Grace",
+    "Samuel",
+    "Helen",
+    "Arthur",
+    "Emily",
 ];
-const ACCENTED_NAMES: &[&str] = &["José", "Zoë", "Renée", "François", "Björn", "Chloé", "Søren", "Inés"];
+const ACCENTED_NAMES: &[&str] = &[
+    "José",
+    "Zoë",
+    "Renée",
+    "François",
+    "Björn",
+    "Chloé",
+    "Søren",
+    "Inés",
+];
 const PLACES: &[&str] = &[
-    "London", "Paris", "Berlin", "Vienna", "Madrid", "Boston", "Chicago", "Dublin", "Lisbon", "Oslo",
-    "Geneva", "Toronto", "Sydney", "Cairo", "Prague",
+    "London", "Paris", "Berlin", "Vienna", "Madrid", "Boston", "Chicago", "Dublin", "Lisbon",
+    "Oslo", "Geneva", "Toronto", "Sydney", "Cairo", "Prague",
 ];
 const ACCENTED_PLACES: &[&str] = &["Zürich", "Montréal", "Bogotá", "Kraków", "Málaga", "Genève"];
 const TRANSITIVE: &[&str] = &[
-    "built", "found", "visited", "painted", "described", "praised", "sold", "bought", "opened", "closed",
-    "studied", "wrote", "read", "carried", "followed", "watched", "remembered", "discovered", "repaired",
-    "designed", "defended", "attacked", "crossed", "joined", "left", "reached", "owned", "managed", "taught",
+    "built",
+    "found",
+    "visited",
+    "painted",
+    "described",
+    "praised",
+    "sold",
+    "bought",
+    "opened",
+    "closed",
+    "studied",
+    "wrote",
+    "read",
+    "carried",
+    "followed",
+    "watched",
+    "remembered",
+    "discovered",
+    "repaired",
+    "designed",
+    "defended",
+    "attacked",
+    "crossed",
+    "joined",
+    "left",
+    "reached",
+    "owned",
+    "managed",
+    "taught",
     "helped",
 ];
 const INTRANSITIVE: &[&str] = &[
-    "arrived", "waited", "slept", "laughed", "disappeared", "grew", "fell", "returned", "worked", "travelled",
-    "lived", "died", "spoke", "smiled", "changed", "moved", "retired", "survived", "collapsed", "recovered",
+    "arrived",
+    "waited",
+    "slept",
+    "laughed",
+    "disappeared",
+    "grew",
+    "fell",
+    "returned",
+    "worked",
+    "travelled",
+    "lived",
+    "died",
+    "spoke",
+    "smiled",
+    "changed",
+    "moved",
+    "retired",
+    "survived",
+    "collapsed",
+    "recovered",
 ];
 const ADVERBS: &[&str] = &[
-    "quickly", "slowly", "quietly", "suddenly", "finally", "often", "rarely", "carefully", "happily", "early",
-    "later", "again", "together", "alone", "soon",
+    "quickly",
+    "slowly",
+    "quietly",
+    "suddenly",
+    "finally",
+    "often",
+    "rarely",
+    "carefully",
+    "happily",
+    "early",
+    "later",
+    "again",
+    "together",
+    "alone",
+    "soon",
 ];
-const PREPOSITIONS: &[&str] = &["near", "behind", "across", "inside", "beyond", "under", "above", "beside", "along", "around"];
-const CONNECTIVES: &[&str] = &["However,", "Later,", "In time,", "As a result,", "Meanwhile,", "At first,", "Soon after,", "For many years,"];
-const SPEECH_VERBS: &[&str] = &["said", "wrote", "replied", "explained", "declared", "whispered"];
+const PREPOSITIONS: &[&str] = &[
+    "near", "behind", "across", "inside", "beyond", "under", "above", "beside", "along", "around",
+];
+const CONNECTIVES: &[&str] = &[
+    "However,",
+    "Later,",
+    "In time,",
+    "As a result,",
+    "Meanwhile,",
+    "At first,",
+    "Soon after,",
+    "For many years,",
+];
+const SPEECH_VERBS: &[&str] = &[
+    "said",
+    "wrote",
+    "replied",
+    "explained",
+    "declared",
+    "whispered",
+];
 /// Lines repeated verbatim across documents, so exact dedup has work to do.
 const BOILERPLATE: &[&str] = &[
     "This article is part of a synthetic corpus generated for testing and may be copied freely without restriction.",
@@ -184,7 +378,10 @@ impl Grammar<'_> {
     }
     fn place(&mut self) -> &'static str {
         if self.rng.random_bool(self.accent) {
-            ACCENTED_PLACES.choose(self.rng).copied().unwrap_or("Zürich")
+            ACCENTED_PLACES
+                .choose(self.rng)
+                .copied()
+                .unwrap_or("Zürich")
         } else {
             self.pick(PLACES)
         }
@@ -192,7 +389,11 @@ impl Grammar<'_> {
     fn noun_phrase(&mut self) -> String {
         let det = self.pick(DETERMINERS);
         let noun = self.noun();
-        let det = if det == "a" && noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { det };
+        let det = if det == "a" && noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            det
+        };
         if self.rng.random_bool(0.5) {
             let adj = self.pick(ADJECTIVES);
             let det = if det == "an" && !adj.starts_with(['a', 'e', 'i', 'o', 'u']) {
@@ -216,7 +417,12 @@ impl Grammar<'_> {
     /// possible (the caller capitalises).
     fn clause(&mut self) -> String {
         match self.rng.random_range(0..10) {
-            0 | 1 => format!("{} {} {}", self.noun_phrase(), self.pick(TRANSITIVE), self.noun_phrase()),
+            0 | 1 => format!(
+                "{} {} {}",
+                self.noun_phrase(),
+                self.pick(TRANSITIVE),
+                self.noun_phrase()
+            ),
             2 => format!(
                 "{} {} {} {}",
                 self.noun_phrase(),
@@ -224,9 +430,26 @@ impl Grammar<'_> {
                 self.noun_phrase(),
                 self.prep_phrase()
             ),
-            3 => format!("{} {} {}", self.name(), self.pick(INTRANSITIVE), self.pick(ADVERBS)),
-            4 => format!("in {} {} {} {}", self.rng.random_range(1650..2024), self.name(), self.pick(TRANSITIVE), self.noun_phrase()),
-            5 => format!("{} {} in {} {}", self.name(), self.pick(INTRANSITIVE), self.place(), self.pick(ADVERBS)),
+            3 => format!(
+                "{} {} {}",
+                self.name(),
+                self.pick(INTRANSITIVE),
+                self.pick(ADVERBS)
+            ),
+            4 => format!(
+                "in {} {} {} {}",
+                self.rng.random_range(1650..2024),
+                self.name(),
+                self.pick(TRANSITIVE),
+                self.noun_phrase()
+            ),
+            5 => format!(
+                "{} {} in {} {}",
+                self.name(),
+                self.pick(INTRANSITIVE),
+                self.place(),
+                self.pick(ADVERBS)
+            ),
             6 => format!(
                 "{} that {} {} {} {}",
                 self.noun_phrase(),
@@ -295,7 +518,9 @@ pub fn run_synthetic(
         )));
     }
     if params.max_paragraph_sentences == 0 {
-        return Err(SyntheticError::InvalidParams("max_paragraph_sentences must be at least 1".into()));
+        return Err(SyntheticError::InvalidParams(
+            "max_paragraph_sentences must be at least 1".into(),
+        ));
     }
     for (name, p) in [
         ("boilerplate_probability", params.boilerplate_probability),
@@ -303,7 +528,9 @@ pub fn run_synthetic(
         ("accent_probability", params.accent_probability),
     ] {
         if !(0.0..=1.0).contains(&p) {
-            return Err(SyntheticError::InvalidParams(format!("{name} must be within [0, 1], got {p}")));
+            return Err(SyntheticError::InvalidParams(format!(
+                "{name} must be within [0, 1], got {p}"
+            )));
         }
     }
     progress.set_length(params.documents);
@@ -317,7 +544,10 @@ pub fn run_synthetic(
         doc.clear();
         let n = rng.random_range(params.min_sentences..=params.max_sentences);
         let boiler = if rng.random_bool(params.boilerplate_probability) {
-            let line = BOILERPLATE.choose(&mut rng).copied().unwrap_or(BOILERPLATE[0]);
+            let line = BOILERPLATE
+                .choose(&mut rng)
+                .copied()
+                .unwrap_or(BOILERPLATE[0]);
             Some((line, rng.random_bool(0.5)))
         } else {
             None
@@ -327,7 +557,10 @@ pub fn run_synthetic(
             doc.push('\n');
             boilerplate_lines += 1;
         }
-        let mut grammar = Grammar { rng: &mut rng, accent: params.accent_probability };
+        let mut grammar = Grammar {
+            rng: &mut rng,
+            accent: params.accent_probability,
+        };
         let mut in_paragraph = 0u32;
         let mut paragraph_len = grammar.rng.random_range(1..=params.max_paragraph_sentences);
         for i in 0..n {

@@ -18,20 +18,32 @@ fn round_trip_many_documents_across_shards() {
     let docs: Vec<String> = (0..20_000)
         .map(|i| format!("document number {i} with some words {}", "x".repeat(i % 50)))
         .collect();
-    let mut w = DocumentWriter::create(tmp.path()).unwrap().with_shard_bytes(200_000);
+    let mut w = DocumentWriter::create(tmp.path())
+        .unwrap()
+        .with_shard_bytes(200_000);
     for d in &docs {
         w.push(d).unwrap();
     }
     let written = w.finish().unwrap();
     assert_eq!(written.documents, 20_000);
-    assert_eq!(written.bytes, docs.iter().map(|d| d.len() as u64).sum::<u64>());
-    assert!(written.shards.len() > 3, "expected several shards: {:?}", written.shards);
+    assert_eq!(
+        written.bytes,
+        docs.iter().map(|d| d.len() as u64).sum::<u64>()
+    );
+    assert!(
+        written.shards.len() > 3,
+        "expected several shards: {:?}",
+        written.shards
+    );
     assert_eq!(written.shards[0], "part-00000.parquet");
     assert_eq!(written.shards[1], "part-00001.parquet");
     let shards = list_shards(tmp.path()).unwrap();
     assert_eq!(shards.len(), written.shards.len());
     assert_eq!(count_documents(tmp.path()).unwrap(), 20_000);
-    let batches: Vec<Vec<String>> = read_documents(tmp.path()).unwrap().map(|b| b.unwrap()).collect();
+    let batches: Vec<Vec<String>> = read_documents(tmp.path())
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
     assert!(batches.iter().all(|b| b.len() <= 8192 && !b.is_empty()));
     assert_eq!(read_all(tmp.path()), docs);
 }
@@ -39,7 +51,10 @@ fn round_trip_many_documents_across_shards() {
 #[test]
 fn empty_input_gives_one_empty_shard() {
     let tmp = tempfile::tempdir().unwrap();
-    let written = DocumentWriter::create(tmp.path()).unwrap().finish().unwrap();
+    let written = DocumentWriter::create(tmp.path())
+        .unwrap()
+        .finish()
+        .unwrap();
     assert_eq!(written.documents, 0);
     assert_eq!(written.bytes, 0);
     assert_eq!(written.shards, vec!["part-00000.parquet".to_string()]);
@@ -69,14 +84,19 @@ fn unicode_and_empty_strings_survive() {
 fn one_document_larger_than_a_shard() {
     let tmp = tempfile::tempdir().unwrap();
     let big = "word ".repeat(100_000);
-    let mut w = DocumentWriter::create(tmp.path()).unwrap().with_shard_bytes(1000);
+    let mut w = DocumentWriter::create(tmp.path())
+        .unwrap()
+        .with_shard_bytes(1000);
     w.push("small").unwrap();
     w.push(&big).unwrap();
     w.push("after").unwrap();
     let written = w.finish().unwrap();
     // "small" + big go into the first shard (closed once over 1000 bytes).
     assert_eq!(written.shards.len(), 2);
-    assert_eq!(read_all(tmp.path()), vec!["small".to_string(), big, "after".to_string()]);
+    assert_eq!(
+        read_all(tmp.path()),
+        vec!["small".to_string(), big, "after".to_string()]
+    );
 }
 
 #[test]
@@ -94,7 +114,11 @@ fn corrupt_shard_is_named() {
     std::fs::write(tmp.path().join("part-00000.parquet"), b"not parquet at all").unwrap();
     let err = count_documents(tmp.path()).unwrap_err();
     assert!(err.to_string().contains("part-00000.parquet"), "{err}");
-    let err = read_documents(tmp.path()).unwrap().next().unwrap().unwrap_err();
+    let err = read_documents(tmp.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err();
     assert!(err.to_string().contains("part-00000.parquet"), "{err}");
 }
 
@@ -128,7 +152,11 @@ print(json.dumps(t.column('text').to_pylist()))";
         .arg(tmp.path().join("part-00000.parquet"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got, vec!["héllo “world”", "", "third"]);
 }

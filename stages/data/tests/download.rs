@@ -18,7 +18,11 @@ fn bar() -> indicatif::ProgressBar {
 }
 
 fn params(source: &str) -> DownloadParams {
-    DownloadParams { source: source.to_string(), retry_base_ms: 1, ..DownloadParams::default() }
+    DownloadParams {
+        source: source.to_string(),
+        retry_base_ms: 1,
+        ..DownloadParams::default()
+    }
 }
 
 fn hub(server: &HubServer) -> HubConfig {
@@ -26,7 +30,10 @@ fn hub(server: &HubServer) -> HubConfig {
 }
 
 fn read_all(dir: &Path) -> Vec<String> {
-    read_documents(dir).unwrap().flat_map(|b| b.unwrap()).collect()
+    read_documents(dir)
+        .unwrap()
+        .flat_map(|b| b.unwrap())
+        .collect()
 }
 
 fn column(path: &Path, name: &str, n: usize) -> Vec<String> {
@@ -59,9 +66,21 @@ fn glue_cola_files_mode_with_pagination_and_cache() {
             "cola/validation-00000-of-00001.parquet"
         ]
     );
-    assert!(identity.files.iter().all(|f| f.sha256.as_ref().is_some_and(|s| s.len() == 64)));
+    assert!(
+        identity
+            .files
+            .iter()
+            .all(|f| f.sha256.as_ref().is_some_and(|s| s.len() == 64))
+    );
     // The listing was paginated.
-    assert!(server.seen().iter().filter(|s| s.path.contains("/tree/")).count() >= 2);
+    assert!(
+        server
+            .seen()
+            .iter()
+            .filter(|s| s.path.contains("/tree/"))
+            .count()
+            >= 2
+    );
 
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -71,11 +90,24 @@ fn glue_cola_files_mode_with_pagination_and_cache() {
     let local = std::fs::read(root.join(GLUE).join("cola/train-00000-of-00001.parquet")).unwrap();
     let stored = std::fs::read(out.path().join("cola/train-00000-of-00001.parquet")).unwrap();
     assert_eq!(local, stored);
-    assert_eq!(summary.fetched_bytes, identity.files.iter().map(|f| f.size.unwrap()).sum::<u64>());
-    assert!(summary.files.iter().all(|f| !f.cached && f.revision.as_deref() == Some(COMMIT)));
+    assert_eq!(
+        summary.fetched_bytes,
+        identity.files.iter().map(|f| f.size.unwrap()).sum::<u64>()
+    );
+    assert!(
+        summary
+            .files
+            .iter()
+            .all(|f| !f.cached && f.revision.as_deref() == Some(COMMIT))
+    );
     assert!(out.path().join("summary.json").is_file());
     // Downloads went to the pinned commit, not the branch.
-    assert!(server.seen().iter().any(|s| s.path.contains(&format!("/resolve/{COMMIT}/cola/"))));
+    assert!(
+        server
+            .seen()
+            .iter()
+            .any(|s| s.path.contains(&format!("/resolve/{COMMIT}/cola/")))
+    );
 
     // Same identity again: served from the download cache, no network.
     server.clear_seen();
@@ -108,14 +140,32 @@ fn enwiki_articles_documents_with_max_documents() {
     assert_eq!(summary.layout, Some(Layout::Rows));
     // Only the first file was needed.
     assert_eq!(summary.files.len(), 1);
-    assert_eq!(summary.files[0].sha256, identity.files[0].sha256.clone().unwrap());
+    assert_eq!(
+        summary.files[0].sha256,
+        identity.files[0].sha256.clone().unwrap()
+    );
     assert_eq!(count_documents(out.path()).unwrap(), 500);
-    let expected: Vec<String> = column(&root.join(ENWIKI).join("articles/train-00000-of-00004.parquet"), "text", 600)
-        .into_iter()
-        .filter(|t| !t.trim().is_empty())
-        .take(500)
-        .collect();
-    assert_eq!(read_all(out.path()), expected);
+    let expected: Vec<String> = column(
+        &root
+            .join(ENWIKI)
+            .join("articles/train-00000-of-00004.parquet"),
+        "text",
+        3000,
+    )
+    .into_iter()
+    .filter(|t| !t.trim().is_empty())
+    .take(500)
+    .collect();
+    let got = read_all(out.path());
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            g == e,
+            "document {i} differs: {:?} vs {:?}",
+            &g[..g.len().min(80)],
+            &e[..e.len().min(80)]
+        );
+    }
 }
 
 #[test]
@@ -123,7 +173,8 @@ fn enwiki_raw_titled_layout_matches_articles() {
     let Some(root) = mirror() else { return };
     let server = HubServer::start(&root);
     let hub = hub(&server);
-    let mut p = params("hf://datasets/cramming-mirror/enwiki-sample/raw/train-00000-of-00004.parquet");
+    let mut p =
+        params("hf://datasets/cramming-mirror/enwiki-sample/raw/train-00000-of-00004.parquet");
     p.layout = Layout::Titled;
     p.max_documents = Some(300);
     let identity = resolve_source_with(&p, &hub).unwrap();
@@ -134,21 +185,31 @@ fn enwiki_raw_titled_layout_matches_articles() {
     assert_eq!(summary.documents, 300);
     // Every document is `title\nbody` and equals the `articles` config's row
     // of that title.
-    let articles = root.join(ENWIKI).join("articles/train-00000-of-00004.parquet");
+    let articles = root
+        .join(ENWIKI)
+        .join("articles/train-00000-of-00004.parquet");
     let titles = column(&articles, "title", 2000);
     let texts = column(&articles, "text", 2000);
-    let by_title: std::collections::HashMap<&str, &str> =
-        titles.iter().map(String::as_str).zip(texts.iter().map(String::as_str)).collect();
+    let by_title: std::collections::HashMap<&str, &str> = titles
+        .iter()
+        .map(String::as_str)
+        .zip(texts.iter().map(String::as_str))
+        .collect();
     let docs = read_all(out.path());
     let mut matched = 0;
     for doc in &docs {
         let (title, body) = doc.split_once('\n').expect("title line");
-        if let Some(text) = by_title.get(title) {
+        // Bodies with blank lines inside are ambiguous in this layout (see
+        // the `titled` docs): compare the others exactly.
+        if let Some(text) = by_title.get(title).filter(|t| !t.contains("\n\n")) {
             assert_eq!(*text, body, "article {title:?}");
             matched += 1;
         }
     }
-    assert!(matched >= 290, "only {matched} of 300 documents matched the articles config");
+    assert!(
+        matched >= 250,
+        "only {matched} of 300 documents matched the articles config"
+    );
 }
 
 fn gz(data: &[u8]) -> Vec<u8> {
@@ -164,8 +225,16 @@ fn local_jsonl_gz_zst_and_text() {
     std::fs::write(dir.path().join("a.jsonl.gz"), gz(a)).unwrap();
     let mut b = b"{\"text\": \"zst doc\"}\n{\"text\": \"bad ".to_vec();
     b.extend_from_slice(b"\xff\xfe bytes\"}\n");
-    std::fs::write(dir.path().join("b.jsonl.zst"), zstd::encode_all(&b[..], 3).unwrap()).unwrap();
-    std::fs::write(dir.path().join("c.txt"), b"Para one line one.\nline two.\n\nPara two \xe9.\n").unwrap();
+    std::fs::write(
+        dir.path().join("b.jsonl.zst"),
+        zstd::encode_all(&b[..], 3).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c.txt"),
+        b"Para one line one.\nline two.\n\nPara two \xe9.\n",
+    )
+    .unwrap();
 
     let cache = tempfile::tempdir().unwrap();
     let hub = HubConfig::new("http://127.0.0.1:9", None);
@@ -177,7 +246,15 @@ fn local_jsonl_gz_zst_and_text() {
     assert_eq!(identity.files[0].path, "a.jsonl.gz");
     let out = tempfile::tempdir().unwrap();
     let s = run_download_with(&p, &identity, cache.path(), out.path(), &bar(), &hub).unwrap();
-    assert_eq!(read_all(out.path()), vec!["first doc", "second é", "zst doc", "bad \u{FFFD}\u{FFFD} bytes"]);
+    assert_eq!(
+        read_all(out.path()),
+        vec![
+            "first doc",
+            "second é",
+            "zst doc",
+            "bad \u{FFFD}\u{FFFD} bytes"
+        ]
+    );
     assert_eq!(s.replaced_characters, 2);
     assert_eq!(s.skipped_empty, 1);
     assert_eq!(s.fetched_bytes, 0);
@@ -189,17 +266,27 @@ fn local_jsonl_gz_zst_and_text() {
     let out = tempfile::tempdir().unwrap();
     let s = run_download_with(&p, &identity, cache.path(), out.path(), &bar(), &hub).unwrap();
     assert_eq!(s.layout, Some(Layout::Paragraphs));
-    assert_eq!(read_all(out.path()), vec!["Para one line one.\nline two.", "Para two \u{FFFD}."]);
+    assert_eq!(
+        read_all(out.path()),
+        vec!["Para one line one.\nline two.", "Para two \u{FFFD}."]
+    );
     assert_eq!(s.replaced_characters, 1);
 
     // A JSON line without the field names the file and line.
-    std::fs::write(dir.path().join("d.jsonl"), b"{\"text\": \"ok\"}\n{\"body\": \"x\"}\n").unwrap();
+    std::fs::write(
+        dir.path().join("d.jsonl"),
+        b"{\"text\": \"ok\"}\n{\"body\": \"x\"}\n",
+    )
+    .unwrap();
     let p = params(&dir.path().join("d.jsonl").display().to_string());
     let identity = resolve_source_with(&p, &hub).unwrap();
     let out = tempfile::tempdir().unwrap();
     let err = run_download_with(&p, &identity, cache.path(), out.path(), &bar(), &hub).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("d.jsonl") && msg.contains("line 2") && msg.contains("text_field"), "{msg}");
+    assert!(
+        msg.contains("d.jsonl") && msg.contains("line 2") && msg.contains("text_field"),
+        "{msg}"
+    );
 
     // A glob that matches nothing.
     let p = params(&format!("{}/*.nothing", dir.path().display()));
@@ -210,7 +297,9 @@ fn local_jsonl_gz_zst_and_text() {
 /// A small generated repository served by the test server.
 fn fixture_repo() -> (tempfile::TempDir, Vec<u8>) {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("datasets/test-org/corpus/resolve/main/data");
+    let dir = root
+        .path()
+        .join("datasets/test-org/corpus/resolve/main/data");
     std::fs::create_dir_all(&dir).unwrap();
     let mut text = String::new();
     for i in 0..20_000 {
@@ -221,7 +310,11 @@ fn fixture_repo() -> (tempfile::TempDir, Vec<u8>) {
     }
     let packed = zstd::encode_all(text.as_bytes(), 3).unwrap();
     std::fs::write(dir.join("part-0.txt.zst"), &packed).unwrap();
-    std::fs::write(dir.join("notes.txt"), b"Plain file outside LFS.\n\nSecond paragraph.\n").unwrap();
+    std::fs::write(
+        dir.join("notes.txt"),
+        b"Plain file outside LFS.\n\nSecond paragraph.\n",
+    )
+    .unwrap();
     (root, packed)
 }
 
@@ -233,7 +326,11 @@ fn resume_after_truncation_and_retry_after_500() {
     let p = params("hf://datasets/test-org/corpus/data/*");
     let identity = resolve_source_with(&p, &hub).unwrap();
     assert_eq!(identity.files.len(), 2);
-    let notes = identity.files.iter().find(|f| f.path == "data/notes.txt").unwrap();
+    let notes = identity
+        .files
+        .iter()
+        .find(|f| f.path == "data/notes.txt")
+        .unwrap();
     assert!(notes.sha256.is_none() && notes.git_oid.as_ref().is_some_and(|g| g.len() == 40));
 
     server.fault("part-0", Fault::Truncate(10_000), 1);
@@ -242,7 +339,11 @@ fn resume_after_truncation_and_retry_after_500() {
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let s = run_download_with(&p, &identity, cache.path(), out.path(), &bar(), &hub).unwrap();
-    let gets: Vec<_> = server.seen().into_iter().filter(|r| r.path.contains("part-0")).collect();
+    let gets: Vec<_> = server
+        .seen()
+        .into_iter()
+        .filter(|r| r.path.contains("part-0"))
+        .collect();
     assert_eq!(gets.len(), 3, "{gets:?}");
     assert_eq!(gets[0].range, None);
     // Second attempt: 500; third: resumed from the received bytes.
@@ -268,7 +369,10 @@ fn corrupt_body_fails_after_retries_naming_the_file() {
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let err = run_download_with(&p, &identity, cache.path(), out.path(), &bar(), &hub).unwrap_err();
-    assert!(matches!(err, DownloadError::Corrupt { attempts: 3, .. }), "{err}");
+    assert!(
+        matches!(err, DownloadError::Corrupt { attempts: 3, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("data/part-0.txt.zst"), "{err}");
     assert!(err.to_string().contains("sha256"), "{err}");
 
@@ -287,34 +391,61 @@ fn errors_404_401_and_identity_changes() {
     let server = HubServer::start(root.path());
     let hub = hub(&server);
 
-    let err = resolve_source_with(&params("hf://datasets/test-org/missing/*.txt"), &hub).unwrap_err();
+    let err =
+        resolve_source_with(&params("hf://datasets/test-org/missing/*.txt"), &hub).unwrap_err();
     assert!(matches!(err, DownloadError::NotFound { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("404") && msg.contains("test-org/missing") && msg.contains(&server.url), "{msg}");
+    assert!(
+        msg.contains("404") && msg.contains("test-org/missing") && msg.contains(&server.url),
+        "{msg}"
+    );
 
-    let err = resolve_source_with(&params("hf://datasets/test-org/corpus/data/*.parquet"), &hub).unwrap_err();
+    let err = resolve_source_with(
+        &params("hf://datasets/test-org/corpus/data/*.parquet"),
+        &hub,
+    )
+    .unwrap_err();
     assert!(matches!(err, DownloadError::NoMatch { .. }), "{err}");
 
-    let url_source = format!("{}/datasets/test-org/corpus/resolve/main/data/nothing.txt", server.url);
+    let url_source = format!(
+        "{}/datasets/test-org/corpus/resolve/main/data/nothing.txt",
+        server.url
+    );
     let err = resolve_source_with(&params(&url_source), &hub).unwrap_err();
     assert!(matches!(err, DownloadError::NotFound { .. }), "{err}");
 
     // A plain URL: identity from the headers (X-Linked-Etag is a sha256).
-    let url_source = format!("{}/datasets/test-org/corpus/resolve/main/data/part-0.txt.zst", server.url);
+    let url_source = format!(
+        "{}/datasets/test-org/corpus/resolve/main/data/part-0.txt.zst",
+        server.url
+    );
     let id = resolve_source_with(&params(&url_source), &hub).unwrap();
     assert_eq!(id.origin, Origin::Url);
     assert_eq!(id.commit.as_deref(), Some(COMMIT));
     assert!(id.files[0].sha256.is_some());
     let cache = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let s = run_download_with(&params(&url_source), &id, cache.path(), out.path(), &bar(), &hub).unwrap();
+    let s = run_download_with(
+        &params(&url_source),
+        &id,
+        cache.path(),
+        out.path(),
+        &bar(),
+        &hub,
+    )
+    .unwrap();
     assert_eq!(s.documents, 20_000 / 7 + 1);
 
     // The identity follows the content: a changed file changes it.
     let p = params("hf://datasets/test-org/corpus/data/*.txt");
     let before = resolve_source_with(&p, &hub).unwrap();
     let server2 = HubServer::start(root.path());
-    std::fs::write(root.path().join("datasets/test-org/corpus/resolve/main/data/notes.txt"), b"changed\n").unwrap();
+    std::fs::write(
+        root.path()
+            .join("datasets/test-org/corpus/resolve/main/data/notes.txt"),
+        b"changed\n",
+    )
+    .unwrap();
     let after = resolve_source_with(&p, &HubConfig::new(&server2.url, None)).unwrap();
     assert_ne!(before.files, after.files);
 
@@ -322,9 +453,17 @@ fn errors_404_401_and_identity_changes() {
     // the request succeeds and carries the bearer token.
     server2.require_token("secret");
     let err = resolve_source_with(&p, &HubConfig::new(&server2.url, None)).unwrap_err();
-    assert!(matches!(err, DownloadError::Unauthorized { status: 401, .. }), "{err}");
+    assert!(
+        matches!(err, DownloadError::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("HF_TOKEN"), "{err}");
     let authed = HubConfig::new(&server2.url, Some("secret".to_string()));
     resolve_source_with(&p, &authed).unwrap();
-    assert!(server2.seen().iter().any(|s| s.authorization.as_deref() == Some("Bearer secret")));
+    assert!(
+        server2
+            .seen()
+            .iter()
+            .any(|s| s.authorization.as_deref() == Some("Bearer secret"))
+    );
 }

@@ -7,13 +7,19 @@ fn generate(params: &SyntheticParams, seed: u64) -> (Vec<String>, cram_data::Syn
     let dir = tempfile::tempdir().unwrap();
     let s = run_synthetic(params, seed, dir.path(), &indicatif::ProgressBar::hidden()).unwrap();
     assert!(dir.path().join("summary.json").is_file());
-    let docs = read_documents(dir.path()).unwrap().flat_map(|b| b.unwrap()).collect();
+    let docs = read_documents(dir.path())
+        .unwrap()
+        .flat_map(|b| b.unwrap())
+        .collect();
     (docs, s)
 }
 
 #[test]
 fn deterministic_and_english_like() {
-    let params = SyntheticParams { documents: 300, ..SyntheticParams::default() };
+    let params = SyntheticParams {
+        documents: 300,
+        ..SyntheticParams::default()
+    };
     let (a, summary) = generate(&params, 7);
     let (b, _) = generate(&params, 7);
     let (c, _) = generate(&params, 8);
@@ -51,17 +57,35 @@ fn deterministic_and_english_like() {
 
 #[test]
 fn sentence_bounds_and_validation() {
-    let params = SyntheticParams { documents: 50, min_sentences: 2, max_sentences: 2, boilerplate_probability: 0.0, quote_probability: 0.0, ..SyntheticParams::default() };
+    let params = SyntheticParams {
+        documents: 50,
+        min_sentences: 2,
+        max_sentences: 2,
+        boilerplate_probability: 0.0,
+        quote_probability: 0.0,
+        ..SyntheticParams::default()
+    };
     let (docs, s) = generate(&params, 1);
     assert_eq!(s.sentences, 100);
     for d in &docs {
-        assert_eq!(d.matches(". ").count() + d.matches(".\n").count() + 1, 2, "{d:?}");
+        assert_eq!(
+            d.matches(". ").count() + d.matches(".\n").count() + 1,
+            2,
+            "{d:?}"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
-    let bad = SyntheticParams { min_sentences: 5, max_sentences: 2, ..SyntheticParams::default() };
+    let bad = SyntheticParams {
+        min_sentences: 5,
+        max_sentences: 2,
+        ..SyntheticParams::default()
+    };
     let err = run_synthetic(&bad, 0, dir.path(), &indicatif::ProgressBar::hidden()).unwrap_err();
     assert!(matches!(err, SyntheticError::InvalidParams(_)));
-    let empty = SyntheticParams { documents: 0, ..SyntheticParams::default() };
+    let empty = SyntheticParams {
+        documents: 0,
+        ..SyntheticParams::default()
+    };
     let (docs, s) = generate(&empty, 0);
     assert!(docs.is_empty());
     assert_eq!(s.shards.len(), 1);

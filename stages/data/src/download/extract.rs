@@ -16,10 +16,13 @@
 //! * `titled`: WikiExtractor's plain output, one line per row (the mirror's
 //!   `enwiki-sample/raw` config): an article is a one-line title, one blank
 //!   line, then its body lines; articles are separated by blank lines, and
-//!   an article without body leaves its title followed by two blank lines.
+//!   an article without body leaves its title followed by two blank lines
+//!   (blank = empty; whitespace-only lines belong to the body).
 //!   The document is `title\nbody`; titles without a body are dropped
 //!   (counted as empty). A block of several lines where a title is expected
-//!   becomes a document on its own.
+//!   becomes a document on its own. The format has no article markers, so a
+//!   blank line inside a body ends the article there (the part after it is
+//!   read as a new title and body); WikiExtractor rarely writes such lines.
 //! * `auto`: `wikitext` if a level-1 heading appears among the first 1000
 //!   rows, otherwise `rows` for Parquet and JSON lines and `paragraphs` for
 //!   plain text.
@@ -146,13 +149,18 @@ impl Assembler {
     /// Sets the fallback of `auto` for the format of the first file.
     pub(crate) fn set_fallback(&mut self, format: InputFormat) {
         if self.counts.rows == 0 {
-            self.fallback = if format == InputFormat::Text { Layout::Paragraphs } else { Layout::Rows };
+            self.fallback = if format == InputFormat::Text {
+                Layout::Paragraphs
+            } else {
+                Layout::Rows
+            };
         }
     }
 
     /// True once `max_documents` documents are written.
     pub(crate) fn full(&self) -> bool {
-        self.max_documents.is_some_and(|m| self.writer.documents() >= m)
+        self.max_documents
+            .is_some_and(|m| self.writer.documents() >= m)
     }
 
     fn emit(&mut self, text: &str) -> Result<(), DownloadError> {
@@ -277,7 +285,9 @@ impl Assembler {
     }
 
     fn titled_line(&mut self, line: &str) -> Result<(), DownloadError> {
-        if line.trim().is_empty() {
+        // Only empty lines separate: WikiExtractor keeps whitespace-only
+        // lines inside bodies.
+        if line.is_empty() {
             if !self.block.is_empty() {
                 self.titled_block_end()?;
             }
@@ -297,7 +307,7 @@ impl Assembler {
             }
         }
         self.blank_run = 0;
-        self.block.push(line.trim_end().to_string());
+        self.block.push(line.to_string());
         Ok(())
     }
 
@@ -378,7 +388,8 @@ pub(crate) fn extract_file(spec: &FileSpec<'_>, asm: &mut Assembler) -> Result<(
     asm.set_fallback(format);
     match format {
         InputFormat::Parquet => {
-            let batches = StringColumnBatches::new(vec![spec.path.to_path_buf()], spec.text_column, 8192);
+            let batches =
+                StringColumnBatches::new(vec![spec.path.to_path_buf()], spec.text_column, 8192);
             for batch in batches {
                 let batch = batch.map_err(|source| DownloadError::Extract {
                     file: spec.name.to_string(),
@@ -403,11 +414,13 @@ pub(crate) fn extract_file(spec: &FileSpec<'_>, asm: &mut Assembler) -> Result<(
                     return Ok(());
                 }
                 buf.clear();
-                let n = reader.read_until(b'\n', &mut buf).map_err(|e| DownloadError::Read {
-                    file: spec.name.to_string(),
-                    line: number + 1,
-                    source: e,
-                })?;
+                let n = reader
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|e| DownloadError::Read {
+                        file: spec.name.to_string(),
+                        line: number + 1,
+                        source: e,
+                    })?;
                 if n == 0 {
                     break;
                 }
@@ -471,13 +484,19 @@ mod tests {
         }
         let (writer, _, layout) = asm.finish().unwrap();
         writer.finish().unwrap();
-        let docs = read_documents(dir.path()).unwrap().flat_map(|b| b.unwrap()).collect();
+        let docs = read_documents(dir.path())
+            .unwrap()
+            .flat_map(|b| b.unwrap())
+            .collect();
         (docs, layout)
     }
 
     #[test]
     fn wikitext_headings() {
-        assert_eq!(wikitext_title(" = Valkyria Chronicles III = \n"), Some("Valkyria Chronicles III"));
+        assert_eq!(
+            wikitext_title(" = Valkyria Chronicles III = \n"),
+            Some("Valkyria Chronicles III")
+        );
         assert_eq!(wikitext_title(" = = Gameplay = = "), None);
         assert_eq!(wikitext_title("x = y = z"), None);
         assert_eq!(wikitext_title(" = = "), None);
@@ -493,26 +512,60 @@ mod tests {
         ];
         let (docs, layout) = assemble(Layout::Auto, &rows, InputFormat::Parquet);
         assert_eq!(layout, Layout::Wikitext);
-        assert_eq!(docs, vec!["Alpha\nAlpha is a letter .\n= = History = =\nIt is old .", "Beta\nBeta follows ."]);
+        assert_eq!(
+            docs,
+            vec![
+                "Alpha\nAlpha is a letter .\n= = History = =\nIt is old .",
+                "Beta\nBeta follows ."
+            ]
+        );
     }
 
     #[test]
     fn other_layouts() {
         let rows = ["a b", "", "c", "d\ne", "   ", "f"];
-        assert_eq!(assemble(Layout::Rows, &rows, InputFormat::Parquet).0, vec!["a b", "c", "d\ne", "f"]);
-        assert_eq!(assemble(Layout::Lines, &rows, InputFormat::Parquet).0, vec!["a b", "c", "d", "e", "f"]);
-        assert_eq!(assemble(Layout::Paragraphs, &rows, InputFormat::Text).0, vec!["a b", "c\nd\ne", "f"]);
+        assert_eq!(
+            assemble(Layout::Rows, &rows, InputFormat::Parquet).0,
+            vec!["a b", "c", "d\ne", "f"]
+        );
+        assert_eq!(
+            assemble(Layout::Lines, &rows, InputFormat::Parquet).0,
+            vec!["a b", "c", "d", "e", "f"]
+        );
+        assert_eq!(
+            assemble(Layout::Paragraphs, &rows, InputFormat::Text).0,
+            vec!["a b", "c\nd\ne", "f"]
+        );
         let (docs, layout) = assemble(Layout::Auto, &rows, InputFormat::Text);
         assert_eq!(layout, Layout::Paragraphs);
         assert_eq!(docs.len(), 3);
-        assert_eq!(assemble(Layout::Auto, &rows, InputFormat::Jsonl).1, Layout::Rows);
+        assert_eq!(
+            assemble(Layout::Auto, &rows, InputFormat::Jsonl).1,
+            Layout::Rows
+        );
     }
 
     #[test]
     fn titled_layout() {
-        let rows = ["Alpha", "", "Alpha is first.", "It is a letter.", "", "Empty", "", "", "Beta", "", "Beta.", ""];
+        let rows = [
+            "Alpha",
+            "",
+            "Alpha is first.",
+            "It is a letter.",
+            "",
+            "Empty",
+            "",
+            "",
+            "Beta",
+            "",
+            "Beta.",
+            "",
+        ];
         let (docs, _) = assemble(Layout::Titled, &rows, InputFormat::Parquet);
-        assert_eq!(docs, vec!["Alpha\nAlpha is first.\nIt is a letter.", "Beta\nBeta."]);
+        assert_eq!(
+            docs,
+            vec!["Alpha\nAlpha is first.\nIt is a letter.", "Beta\nBeta."]
+        );
     }
 
     #[test]
@@ -526,10 +579,25 @@ mod tests {
 
     #[test]
     fn formats_by_name() {
-        assert_eq!(detect_format(InputFormat::Auto, "a/train.parquet"), InputFormat::Parquet);
-        assert_eq!(detect_format(InputFormat::Auto, "x.jsonl.zst"), InputFormat::Jsonl);
-        assert_eq!(detect_format(InputFormat::Auto, "x.json.gz"), InputFormat::Jsonl);
-        assert_eq!(detect_format(InputFormat::Auto, "wiki.train.raw"), InputFormat::Text);
-        assert_eq!(detect_format(InputFormat::Text, "x.parquet"), InputFormat::Text);
+        assert_eq!(
+            detect_format(InputFormat::Auto, "a/train.parquet"),
+            InputFormat::Parquet
+        );
+        assert_eq!(
+            detect_format(InputFormat::Auto, "x.jsonl.zst"),
+            InputFormat::Jsonl
+        );
+        assert_eq!(
+            detect_format(InputFormat::Auto, "x.json.gz"),
+            InputFormat::Jsonl
+        );
+        assert_eq!(
+            detect_format(InputFormat::Auto, "wiki.train.raw"),
+            InputFormat::Text
+        );
+        assert_eq!(
+            detect_format(InputFormat::Text, "x.parquet"),
+            InputFormat::Text
+        );
     }
 }

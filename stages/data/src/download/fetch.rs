@@ -30,13 +30,18 @@ impl HubConfig {
             .ok()
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| "https://huggingface.co".to_string());
-        let token = std::env::var("HF_TOKEN").ok().filter(|s| !s.trim().is_empty());
+        let token = std::env::var("HF_TOKEN")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
         HubConfig::new(&endpoint, token)
     }
 
     /// An explicit endpoint and token.
     pub fn new(endpoint: &str, token: Option<String>) -> HubConfig {
-        HubConfig { endpoint: endpoint.trim_end_matches('/').to_string(), token }
+        HubConfig {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+        }
     }
 }
 
@@ -67,7 +72,10 @@ enum Attempt {
 }
 
 fn strip_etag(v: &str) -> String {
-    v.trim().trim_start_matches("W/").trim_matches('"').to_string()
+    v.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_string()
 }
 
 impl Http {
@@ -95,7 +103,8 @@ impl Http {
 
     fn auth_for(&self, url: &str) -> Option<String> {
         let token = self.token.as_ref()?;
-        url.starts_with(&self.endpoint).then(|| format!("Bearer {token}"))
+        url.starts_with(&self.endpoint)
+            .then(|| format!("Bearer {token}"))
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -106,7 +115,10 @@ impl Http {
     /// Classifies a non-success status into an error (fatal or retryable).
     fn status_error(&self, url: &str, what: &str, status: u16, body: String) -> Attempt {
         match status {
-            404 => Attempt::Fatal(DownloadError::NotFound { url: url.to_string(), what: what.to_string() }),
+            404 => Attempt::Fatal(DownloadError::NotFound {
+                url: url.to_string(),
+                what: what.to_string(),
+            }),
             401 | 403 => Attempt::Fatal(DownloadError::Unauthorized {
                 url: url.to_string(),
                 status,
@@ -122,7 +134,11 @@ impl Http {
     }
 
     /// Runs `f` up to `retries + 1` times with exponential backoff.
-    fn with_retries<T>(&self, url: &str, mut f: impl FnMut() -> Result<T, Attempt>) -> Result<T, DownloadError> {
+    fn with_retries<T>(
+        &self,
+        url: &str,
+        mut f: impl FnMut() -> Result<T, Attempt>,
+    ) -> Result<T, DownloadError> {
         let mut last = String::new();
         for attempt in 0..=self.retries {
             if attempt > 0 {
@@ -134,7 +150,11 @@ impl Http {
                 Err(Attempt::Retry(msg)) => last = msg,
             }
         }
-        Err(DownloadError::Failed { url: url.to_string(), attempts: self.retries + 1, last })
+        Err(DownloadError::Failed {
+            url: url.to_string(),
+            attempts: self.retries + 1,
+            last,
+        })
     }
 
     fn get(&self, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
@@ -146,7 +166,11 @@ impl Http {
     }
 
     /// GET of a JSON document (hub API); `what` names the repo/path for a 404.
-    pub(crate) fn get_json<T: DeserializeOwned>(&self, url: &str, what: &str) -> Result<T, DownloadError> {
+    pub(crate) fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        what: &str,
+    ) -> Result<T, DownloadError> {
         self.get_json_paged(url, what).map(|(v, _)| v)
     }
 
@@ -158,7 +182,10 @@ impl Http {
         what: &str,
     ) -> Result<(T, Option<String>), DownloadError> {
         let text_and_link = self.with_retries(url, || {
-            let mut resp = self.get(url).call().map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
+            let mut resp = self
+                .get(url)
+                .call()
+                .map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
             let status = resp.status().as_u16();
             let body = resp
                 .body_mut()
@@ -191,13 +218,19 @@ impl Http {
             if let Some(auth) = self.auth_for(url) {
                 req = req.header("Authorization", auth);
             }
-            let resp = req.call().map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
+            let resp = req
+                .call()
+                .map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
                 return Err(self.status_error(url, url, status, String::new()));
             }
             let h = resp.headers();
-            let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let get = |name: &str| {
+                h.get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
             let size = get("x-linked-size")
                 .or_else(|| get("content-length"))
                 .and_then(|s| s.trim().parse().ok());
@@ -248,7 +281,9 @@ impl Http {
                 std::fs::rename(&partial, dest).map_err(|e| DownloadError::io(dest, e))?;
                 Ok(h)
             }
-            Err(DownloadError::Failed { .. }) if corrupt.is_some() => Err(corrupt.expect("checked")),
+            Err(DownloadError::Failed { .. }) if corrupt.is_some() => {
+                Err(corrupt.expect("checked"))
+            }
             Err(e) => Err(e),
         }
     }
@@ -277,7 +312,9 @@ impl Http {
         if have > 0 {
             req = req.header("Range", format!("bytes={have}-"));
         }
-        let mut resp = req.call().map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
+        let mut resp = req
+            .call()
+            .map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
         let status = resp.status().as_u16();
         let append = match status {
             206 => true,
@@ -286,7 +323,9 @@ impl Http {
                 // Our partial file does not fit the server's file: restart.
                 let _ = std::fs::remove_file(partial);
                 meter.rewind(have);
-                return Err(Attempt::Retry(format!("{url}: HTTP 416 for a resumed range; restarting")));
+                return Err(Attempt::Retry(format!(
+                    "{url}: HTTP 416 for a resumed range; restarting"
+                )));
             }
             _ => {
                 let body = resp.body_mut().read_to_string().unwrap_or_default();
@@ -318,7 +357,9 @@ impl Http {
         if let Some(size) = file.size {
             let got = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
             if got < size {
-                return Err(Attempt::Retry(format!("{url}: body ended after {got} of {size} bytes")));
+                return Err(Attempt::Retry(format!(
+                    "{url}: body ended after {got} of {size} bytes"
+                )));
             }
         }
         Ok(())
@@ -329,13 +370,21 @@ impl Http {
 fn next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
         let (target, rest) = part.split_once(';')?;
-        rest.contains("rel=\"next\"")
-            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        rest.contains("rel=\"next\"").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
     })
 }
 
 fn partial_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     dest.with_file_name(name)
 }
@@ -350,14 +399,18 @@ pub(crate) struct Hashes {
 
 /// sha256 and git blob id of a file in one pass.
 pub(crate) fn hash_file(path: &Path) -> Result<Hashes, DownloadError> {
-    let size = std::fs::metadata(path).map_err(|e| DownloadError::io(path, e))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| DownloadError::io(path, e))?
+        .len();
     let mut file = File::open(path).map_err(|e| DownloadError::io(path, e))?;
     let mut sha256 = sha2::Sha256::new();
     let mut sha1 = sha1::Sha1::new();
     sha1.update(format!("blob {size}\0").as_bytes());
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file.read(&mut buf).map_err(|e| DownloadError::io(path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| DownloadError::io(path, e))?;
         if n == 0 {
             break;
         }
@@ -419,7 +472,14 @@ impl<'a> Meter<'a> {
         bar.set_length(total);
         bar.set_position(0);
         let now = Instant::now();
-        Meter { bar, start: now, last: now, done: 0, fetched: 0, label: String::new() }
+        Meter {
+            bar,
+            start: now,
+            last: now,
+            done: 0,
+            fetched: 0,
+            label: String::new(),
+        }
     }
     pub(crate) fn set_label(&mut self, label: &str) {
         self.label = label.to_string();
@@ -439,8 +499,16 @@ impl<'a> Meter<'a> {
             self.last = now;
             let secs = now.duration_since(self.start).as_secs_f64().max(1e-3);
             let rate = self.fetched as f64 / secs;
-            let left = self.bar.length().unwrap_or(self.done).saturating_sub(self.done);
-            let eta = if rate > 0.0 { Duration::from_secs_f64(left as f64 / rate) } else { Duration::ZERO };
+            let left = self
+                .bar
+                .length()
+                .unwrap_or(self.done)
+                .saturating_sub(self.done);
+            let eta = if rate > 0.0 {
+                Duration::from_secs_f64(left as f64 / rate)
+            } else {
+                Duration::ZERO
+            };
             self.bar.set_message(format!(
                 "downloading {}: {}/s, ETA {}",
                 self.label,
@@ -481,6 +549,9 @@ mod tests {
         let h = hash_file(&p).unwrap();
         // `git hash-object` of "hello\n".
         assert_eq!(h.git_oid, "ce013625030ba8dba906f756967f9e9ca394464a");
-        assert_eq!(h.sha256, "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
+        assert_eq!(
+            h.sha256,
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
     }
 }

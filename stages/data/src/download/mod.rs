@@ -163,7 +163,9 @@ pub enum DownloadError {
     #[error("download: invalid parameters: {0}")]
     InvalidParams(String),
     /// HTTP 404.
-    #[error("not found (HTTP 404): {url} (tried {what}); check the repository id, revision and path")]
+    #[error(
+        "not found (HTTP 404): {url} (tried {what}); check the repository id, revision and path"
+    )]
     NotFound {
         /// The URL requested.
         url: String,
@@ -221,7 +223,9 @@ pub enum DownloadError {
         attempts: u32,
     },
     /// A local file changed since the source was resolved.
-    #[error("{file}: content changed since the source was resolved ({problem}); run again to re-resolve")]
+    #[error(
+        "{file}: content changed since the source was resolved ({problem}); run again to re-resolve"
+    )]
     Changed {
         /// The file.
         file: String,
@@ -284,7 +288,10 @@ pub enum DownloadError {
 
 impl DownloadError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        DownloadError::Io { path: path.to_path_buf(), source }
+        DownloadError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -292,11 +299,14 @@ impl DownloadError {
 fn safe_relative(path: &str) -> Result<PathBuf, DownloadError> {
     let p = Path::new(path);
     let ok = !path.is_empty()
-        && p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
     if ok {
         Ok(p.to_path_buf())
     } else {
-        Err(DownloadError::InvalidParams(format!("refusing to store a file under the unsafe path {path:?}")))
+        Err(DownloadError::InvalidParams(format!(
+            "refusing to store a file under the unsafe path {path:?}"
+        )))
     }
 }
 
@@ -322,7 +332,10 @@ fn obtain(
         let path = PathBuf::from(&file.location);
         let h = hash_file(&path)?;
         if let Some(problem) = verify(file, &h) {
-            return Err(DownloadError::Changed { file: file.location.clone(), problem });
+            return Err(DownloadError::Changed {
+                file: file.location.clone(),
+                problem,
+            });
         }
         meter.skip(h.size);
         return Ok((path, record(h.sha256, h.size, true)));
@@ -331,7 +344,9 @@ fn obtain(
     let dest = download_cache.join(cache_name(file));
     let pinned = file.sha256.is_some() || file.git_oid.is_some();
     if dest.is_file() && pinned {
-        let size = std::fs::metadata(&dest).map_err(|e| DownloadError::io(&dest, e))?.len();
+        let size = std::fs::metadata(&dest)
+            .map_err(|e| DownloadError::io(&dest, e))?
+            .len();
         if file.size.is_none_or(|s| s == size) {
             // Verified when it was stored; the sha256 is the name or is
             // recomputed cheaply compared to a transfer.
@@ -347,20 +362,31 @@ fn obtain(
         Origin::Hub => source::hub_file_url(
             &hub.endpoint,
             identity.repo.as_deref().unwrap_or_default(),
-            identity.commit.as_deref().or(identity.revision.as_deref()).unwrap_or("main"),
+            identity
+                .commit
+                .as_deref()
+                .or(identity.revision.as_deref())
+                .unwrap_or("main"),
             &file.location,
         ),
         _ => file.location.clone(),
     };
     let what = match &identity.repo {
-        Some(repo) => format!("{repo}@{}/{}", identity.revision.as_deref().unwrap_or("main"), file.path),
+        Some(repo) => format!(
+            "{repo}@{}/{}",
+            identity.revision.as_deref().unwrap_or("main"),
+            file.path
+        ),
         None => file.path.clone(),
     };
     if http.is_none() {
         *http = Some(Http::new(params, hub)?);
     }
     meter.set_label(&file.path);
-    let h = http.as_ref().expect("set above").download(&url, &what, file, &dest, meter)?;
+    let h = http
+        .as_ref()
+        .expect("set above")
+        .download(&url, &what, file, &dest, meter)?;
     Ok((dest, record(h.sha256, h.size, false)))
 }
 
@@ -375,7 +401,14 @@ pub fn run_download(
     out_dir: &Path,
     progress: &indicatif::ProgressBar,
 ) -> Result<DownloadSummary, DownloadError> {
-    run_download_with(params, identity, download_cache, out_dir, progress, &HubConfig::from_env())
+    run_download_with(
+        params,
+        identity,
+        download_cache,
+        out_dir,
+        progress,
+        &HubConfig::from_env(),
+    )
 }
 
 /// [`run_download`] with an explicit hub configuration.
@@ -426,7 +459,15 @@ pub fn run_download_with(
         DownloadMode::Files => {
             for file in &identity.files {
                 let rel = safe_relative(&file.path)?;
-                let (path, record) = obtain(&mut http, hub, params, identity, file, download_cache, &mut meter)?;
+                let (path, record) = obtain(
+                    &mut http,
+                    hub,
+                    params,
+                    identity,
+                    file,
+                    download_cache,
+                    &mut meter,
+                )?;
                 let target = out_dir.join(rel);
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| DownloadError::io(parent, e))?;
@@ -443,7 +484,15 @@ pub fn run_download_with(
                     summary.truncated = true;
                     break;
                 }
-                let (path, record) = obtain(&mut http, hub, params, identity, file, download_cache, &mut meter)?;
+                let (path, record) = obtain(
+                    &mut http,
+                    hub,
+                    params,
+                    identity,
+                    file,
+                    download_cache,
+                    &mut meter,
+                )?;
                 progress.set_message(format!("extracting {}", file.path));
                 let spec = extract::FileSpec {
                     path: &path,

@@ -84,7 +84,11 @@ pub struct SourceFile {
 /// A parsed source string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
-    Hub { repo: String, revision: String, pattern: String },
+    Hub {
+        repo: String,
+        revision: String,
+        pattern: String,
+    },
     Url(String),
     Local(String),
 }
@@ -98,11 +102,15 @@ pub(crate) fn parse_source(source: &str) -> Result<Source, DownloadError> {
         reason: reason.to_string(),
     };
     if source.trim().is_empty() {
-        return Err(invalid("the `source` parameter is empty; give hf://datasets/ORG/NAME/GLOB, a URL or a local path"));
+        return Err(invalid(
+            "the `source` parameter is empty; give hf://datasets/ORG/NAME/GLOB, a URL or a local path",
+        ));
     }
     if let Some(rest) = source.strip_prefix("hf://") {
         let Some(rest) = rest.strip_prefix("datasets/") else {
-            return Err(invalid("only dataset repositories are supported: hf://datasets/ORG/NAME[@REV]/GLOB"));
+            return Err(invalid(
+                "only dataset repositories are supported: hf://datasets/ORG/NAME[@REV]/GLOB",
+            ));
         };
         let mut parts = rest.splitn(3, '/');
         let org = parts.next().unwrap_or_default();
@@ -112,7 +120,9 @@ pub(crate) fn parse_source(source: &str) -> Result<Source, DownloadError> {
             return Err(invalid("expected hf://datasets/ORG/NAME[@REV]/GLOB"));
         }
         if pattern.is_empty() {
-            return Err(invalid("no file pattern after the repository; use e.g. hf://datasets/ORG/NAME/**/*.parquet"));
+            return Err(invalid(
+                "no file pattern after the repository; use e.g. hf://datasets/ORG/NAME/**/*.parquet",
+            ));
         }
         let (name, revision) = match name_rev.split_once('@') {
             Some((n, r)) if !n.is_empty() && !r.is_empty() => (n, r),
@@ -129,7 +139,9 @@ pub(crate) fn parse_source(source: &str) -> Result<Source, DownloadError> {
         return Ok(Source::Url(source.to_string()));
     }
     if source.contains("://") {
-        return Err(invalid("unknown scheme; use hf://datasets/…, https://… or a local path"));
+        return Err(invalid(
+            "unknown scheme; use hf://datasets/…, https://… or a local path",
+        ));
     }
     Ok(Source::Local(source.to_string()))
 }
@@ -204,7 +216,10 @@ struct LfsInfo {
 
 /// The URL of a hub file at a revision or commit.
 pub(crate) fn hub_file_url(endpoint: &str, repo: &str, revision: &str, path: &str) -> String {
-    format!("{endpoint}/datasets/{repo}/resolve/{}/{path}", encode_revision(revision))
+    format!(
+        "{endpoint}/datasets/{repo}/resolve/{}/{path}",
+        encode_revision(revision)
+    )
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -225,7 +240,11 @@ pub fn resolve_source_with(
 ) -> Result<SourceIdentity, DownloadError> {
     let source = &params.source;
     match parse_source(source)? {
-        Source::Hub { repo, revision, pattern } => {
+        Source::Hub {
+            repo,
+            revision,
+            pattern,
+        } => {
             let http = Http::new(params, hub)?;
             resolve_hub(&http, source, &repo, &revision, &pattern)
         }
@@ -245,12 +264,18 @@ fn resolve_hub(
     pattern: &str,
 ) -> Result<SourceIdentity, DownloadError> {
     let endpoint = http.endpoint().to_string();
-    let rev_url = format!("{endpoint}/api/datasets/{repo}/revision/{}", encode_revision(revision));
+    let rev_url = format!(
+        "{endpoint}/api/datasets/{repo}/revision/{}",
+        encode_revision(revision)
+    );
     let info: RevisionInfo = http.get_json(&rev_url, &format!("{repo}@{revision}"))?;
     let commit = info.sha;
     let prefix = literal_prefix(pattern);
     let glob = matcher(source, pattern)?;
-    let mut url = format!("{endpoint}/api/datasets/{repo}/tree/{}", encode_revision(&commit));
+    let mut url = format!(
+        "{endpoint}/api/datasets/{repo}/tree/{}",
+        encode_revision(&commit)
+    );
     if !prefix.is_empty() {
         url.push('/');
         url.push_str(&prefix);
@@ -275,7 +300,11 @@ fn resolve_hub(
                 Some(lfs) => (Some(lfs.oid.to_ascii_lowercase()), lfs.size.or(e.size)),
                 None => (None, e.size),
             };
-            let git_oid = if sha256.is_none() { e.oid.clone().filter(|o| is_hex(o, 40)) } else { None };
+            let git_oid = if sha256.is_none() {
+                e.oid.clone().filter(|o| is_hex(o, 40))
+            } else {
+                None
+            };
             files.push(SourceFile {
                 location: e.path.clone(),
                 path: e.path,
@@ -370,7 +399,11 @@ fn resolve_local(source: &str, pattern: &str) -> Result<SourceIdentity, Download
     } else {
         let prefix = literal_prefix(pattern);
         let base = if prefix.is_empty() {
-            if pattern.starts_with('/') { PathBuf::from("/") } else { PathBuf::from(".") }
+            if pattern.starts_with('/') {
+                PathBuf::from("/")
+            } else {
+                PathBuf::from(".")
+            }
         } else {
             PathBuf::from(&prefix)
         };
@@ -393,7 +426,9 @@ fn resolve_local(source: &str, pattern: &str) -> Result<SourceIdentity, Download
     let mut files = Vec::new();
     for (rel, path) in found {
         let abs = std::fs::canonicalize(&path).map_err(|e| DownloadError::io(&path, e))?;
-        let size = std::fs::metadata(&abs).map_err(|e| DownloadError::io(&abs, e))?.len();
+        let size = std::fs::metadata(&abs)
+            .map_err(|e| DownloadError::io(&abs, e))?
+            .len();
         files.push(SourceFile {
             path: rel,
             sha256: Some(sha256_file(&abs)?),
@@ -421,7 +456,10 @@ fn walk(
     glob: Option<&GlobMatcher>,
     found: &mut Vec<(String, PathBuf)>,
 ) -> Result<(), DownloadError> {
-    for entry in walkdir::WalkDir::new(dir).follow_links(true).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(dir).to_path_buf();
             DownloadError::io(&path, e.into())
@@ -460,14 +498,24 @@ mod tests {
         );
         assert_eq!(
             parse_source("hf://datasets/a/b@v1.0/x/**").unwrap(),
-            Source::Hub { repo: "a/b".into(), revision: "v1.0".into(), pattern: "x/**".into() }
+            Source::Hub {
+                repo: "a/b".into(),
+                revision: "v1.0".into(),
+                pattern: "x/**".into()
+            }
         );
         assert!(parse_source("hf://models/a/b/x").is_err());
         assert!(parse_source("hf://datasets/a/b").is_err());
         assert!(parse_source("").is_err());
         assert!(parse_source("ftp://x/y").is_err());
-        assert_eq!(parse_source("https://x/y.txt").unwrap(), Source::Url("https://x/y.txt".into()));
-        assert_eq!(parse_source("data/*.txt").unwrap(), Source::Local("data/*.txt".into()));
+        assert_eq!(
+            parse_source("https://x/y.txt").unwrap(),
+            Source::Url("https://x/y.txt".into())
+        );
+        assert_eq!(
+            parse_source("data/*.txt").unwrap(),
+            Source::Local("data/*.txt".into())
+        );
     }
 
     #[test]
@@ -476,6 +524,9 @@ mod tests {
         assert_eq!(literal_prefix("a/b/c.parquet"), "a/b");
         assert_eq!(literal_prefix("**/*.parquet"), "");
         assert_eq!(literal_prefix("x.txt"), "");
-        assert_eq!(encode_revision("refs/convert/parquet"), "refs%2Fconvert%2Fparquet");
+        assert_eq!(
+            encode_revision("refs/convert/parquet"),
+            "refs%2Fconvert%2Fparquet"
+        );
     }
 }

@@ -68,7 +68,10 @@ impl HubServer {
     pub fn start(root: &Path) -> HubServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(State { page_size: 1000, ..State::default() }));
+        let state = Arc::new(Mutex::new(State {
+            page_size: 1000,
+            ..State::default()
+        }));
         let st = state.clone();
         let root_buf = root.to_path_buf();
         std::thread::spawn(move || {
@@ -81,13 +84,21 @@ impl HubServer {
                 });
             }
         });
-        HubServer { url, root: root.to_path_buf(), state }
+        HubServer {
+            url,
+            root: root.to_path_buf(),
+            state,
+        }
     }
 
     /// Injects `fault` into the next `times` transfers whose path contains
     /// `path_part`.
     pub fn fault(&self, path_part: &str, fault: Fault, times: usize) {
-        self.state.lock().unwrap().faults.push((path_part.to_string(), fault, times));
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push((path_part.to_string(), fault, times));
     }
 
     /// Requires `Authorization: Bearer TOKEN` on every request.
@@ -113,7 +124,9 @@ impl HubServer {
 
 /// Files the hub would store in LFS (so they get a sha256 in the tree).
 fn is_lfs(path: &str) -> bool {
-    [".parquet", ".gz", ".zst", ".bin"].iter().any(|e| path.ends_with(e))
+    [".parquet", ".gz", ".zst", ".bin"]
+        .iter()
+        .any(|e| path.ends_with(e))
 }
 
 fn hashes(state: &Mutex<State>, path: &Path) -> (String, String, u64) {
@@ -126,7 +139,11 @@ fn hashes(state: &Mutex<State>, path: &Path) -> (String, String, u64) {
     sha1.update(format!("blob {}\0", data.len()).as_bytes());
     sha1.update(&data);
     let h = (sha256, hex::encode(sha1.finalize()), data.len() as u64);
-    state.lock().unwrap().hashes.insert(path.to_path_buf(), h.clone());
+    state
+        .lock()
+        .unwrap()
+        .hashes
+        .insert(path.to_path_buf(), h.clone());
     h
 }
 
@@ -147,7 +164,9 @@ fn write_response(
         500 => "Internal Server Error",
         _ => "Status",
     };
-    let mut head = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {content_length}\r\nConnection: close\r\n");
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: {content_length}\r\nConnection: close\r\n"
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -161,7 +180,12 @@ fn write_response(
     Ok(())
 }
 
-fn json(stream: &mut TcpStream, status: u16, value: &serde_json::Value, extra: Vec<(String, String)>) -> std::io::Result<()> {
+fn json(
+    stream: &mut TcpStream,
+    status: u16,
+    value: &serde_json::Value,
+    extra: Vec<(String, String)>,
+) -> std::io::Result<()> {
     let body = serde_json::to_vec(value).unwrap();
     let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
     headers.extend(extra);
@@ -201,7 +225,12 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
     if let Some(token) = token
         && seen.authorization.as_deref() != Some(&format!("Bearer {token}"))
     {
-        return json(&mut stream, 401, &serde_json::json!({"error": "Invalid credentials"}), vec![]);
+        return json(
+            &mut stream,
+            401,
+            &serde_json::json!({"error": "Invalid credentials"}),
+            vec![],
+        );
     }
     let head_only = method == "HEAD";
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -209,18 +238,42 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
     if segs.len() >= 6 && segs[0] == "api" && segs[1] == "datasets" && segs[4] == "revision" {
         let repo_dir = root.join("datasets").join(segs[2]).join(segs[3]);
         if !repo_dir.is_dir() || !(segs[5] == "main" || segs[5] == COMMIT) {
-            return json(&mut stream, 404, &serde_json::json!({"error": "Revision Not Found"}), vec![]);
+            return json(
+                &mut stream,
+                404,
+                &serde_json::json!({"error": "Revision Not Found"}),
+                vec![],
+            );
         }
         let id = format!("{}/{}", segs[2], segs[3]);
-        return json(&mut stream, 200, &serde_json::json!({"id": id, "sha": COMMIT}), vec![]);
+        return json(
+            &mut stream,
+            200,
+            &serde_json::json!({"id": id, "sha": COMMIT}),
+            vec![],
+        );
     }
     // /api/datasets/ORG/NAME/tree/REV[/PATH]
     if segs.len() >= 6 && segs[0] == "api" && segs[1] == "datasets" && segs[4] == "tree" {
-        let base = root.join("datasets").join(segs[2]).join(segs[3]).join("resolve").join("main");
+        let base = root
+            .join("datasets")
+            .join(segs[2])
+            .join(segs[3])
+            .join("resolve")
+            .join("main");
         let prefix = segs[6..].join("/");
-        let dir = if prefix.is_empty() { base.clone() } else { base.join(&prefix) };
+        let dir = if prefix.is_empty() {
+            base.clone()
+        } else {
+            base.join(&prefix)
+        };
         if !(segs[5] == "main" || segs[5] == COMMIT) || !dir.is_dir() {
-            return json(&mut stream, 404, &serde_json::json!({"error": "Entry not found"}), vec![]);
+            return json(
+                &mut stream,
+                404,
+                &serde_json::json!({"error": "Entry not found"}),
+                vec![],
+            );
         }
         let mut entries = Vec::new();
         let mut stack = vec![dir];
@@ -228,15 +281,21 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
             let mut children: Vec<_> = std::fs::read_dir(&d)?.map(|e| e.unwrap().path()).collect();
             children.sort();
             for c in children {
-                let rel = c.strip_prefix(&base).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = c
+                    .strip_prefix(&base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 if c.is_dir() {
                     entries.push(serde_json::json!({"type": "directory", "oid": "0000000000000000000000000000000000000000", "size": 0, "path": rel}));
                     stack.push(c);
                 } else {
                     let (sha256, oid, size) = hashes(state, &c);
-                    let mut e = serde_json::json!({"type": "file", "oid": oid, "size": size, "path": rel});
+                    let mut e =
+                        serde_json::json!({"type": "file", "oid": oid, "size": size, "path": rel});
                     if is_lfs(&rel) {
-                        e["lfs"] = serde_json::json!({"oid": sha256, "size": size, "pointerSize": 134});
+                        e["lfs"] =
+                            serde_json::json!({"oid": sha256, "size": size, "pointerSize": 134});
                     }
                     entries.push(e);
                 }
@@ -252,16 +311,35 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
         let mut extra = vec![];
         if end < entries.len() {
             let host = headers.get("host").cloned().unwrap_or_default();
-            extra.push(("Link".to_string(), format!("<http://{host}{path}?recursive=true&cursor={end}>; rel=\"next\"")));
+            extra.push((
+                "Link".to_string(),
+                format!("<http://{host}{path}?recursive=true&cursor={end}>; rel=\"next\""),
+            ));
         }
-        return json(&mut stream, 200, &serde_json::Value::Array(entries[cursor..end].to_vec()), extra);
+        return json(
+            &mut stream,
+            200,
+            &serde_json::Value::Array(entries[cursor..end].to_vec()),
+            extra,
+        );
     }
     // /datasets/ORG/NAME/resolve/REV/PATH
     if segs.len() >= 6 && segs[0] == "datasets" && segs[3] == "resolve" {
         let rel = segs[5..].join("/");
-        let file = root.join("datasets").join(segs[1]).join(segs[2]).join("resolve").join("main").join(&rel);
+        let file = root
+            .join("datasets")
+            .join(segs[1])
+            .join(segs[2])
+            .join("resolve")
+            .join("main")
+            .join(&rel);
         if !(segs[4] == "main" || segs[4] == COMMIT) || !file.is_file() {
-            return json(&mut stream, 404, &serde_json::json!({"error": "Entry not found"}), vec![("X-Error-Code".into(), "EntryNotFound".into())]);
+            return json(
+                &mut stream,
+                404,
+                &serde_json::json!({"error": "Entry not found"}),
+                vec![("X-Error-Code".into(), "EntryNotFound".into())],
+            );
         }
         let (sha256, oid, size) = hashes(state, &file);
         let mut h = vec![
@@ -304,7 +382,10 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
             }
             start = from;
             status = 206;
-            h.push(("Content-Range".into(), format!("bytes {from}-{}/{}", data.len() - 1, data.len())));
+            h.push((
+                "Content-Range".into(),
+                format!("bytes {from}-{}/{}", data.len() - 1, data.len()),
+            ));
         }
         let mut body = data[start..].to_vec();
         let full = body.len();
@@ -321,16 +402,27 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
         }
         return write_response(&mut stream, status, &h, &body, false, full);
     }
-    json(&mut stream, 404, &serde_json::json!({"error": "Not Found"}), vec![])
+    json(
+        &mut stream,
+        404,
+        &serde_json::json!({"error": "Not Found"}),
+        vec![],
+    )
 }
 
 /// The mirror folder (`shared/hf-mirror` beside the workspace), if present.
 pub fn mirror() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/hf-mirror"));
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/hf-mirror"
+    ));
     if p.join("datasets").is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} not found (the shared hf-mirror is needed for this test)", p.display());
+        eprintln!(
+            "SKIP: {} not found (the shared hf-mirror is needed for this test)",
+            p.display()
+        );
         None
     }
 }
