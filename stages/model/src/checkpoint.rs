@@ -40,12 +40,11 @@ impl TensorFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|source| {
-            ModelError::Safetensors {
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|source| ModelError::Safetensors {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let metadata = meta.metadata().clone().unwrap_or_default();
         Ok(Self {
             path: path.to_path_buf(),
@@ -70,7 +69,11 @@ impl TensorFile {
 
     /// Names of all tensors.
     pub fn names(&self) -> Vec<String> {
-        self.view().names().into_iter().map(str::to_string).collect()
+        self.view()
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 
     /// An F32 tensor's shape and values (`Ok(None)` when absent).
@@ -124,10 +127,13 @@ impl TensorFile {
 
     /// The model config of the `config` metadata key.
     pub fn config(&self) -> Result<ModelConfig, ModelError> {
-        let json = self.metadata.get("config").ok_or_else(|| ModelError::Metadata {
-            path: self.path.clone(),
-            reason: "no `config` key".into(),
-        })?;
+        let json = self
+            .metadata
+            .get("config")
+            .ok_or_else(|| ModelError::Metadata {
+                path: self.path.clone(),
+                reason: "no `config` key".into(),
+            })?;
         let config: ModelConfig =
             serde_json::from_str(json).map_err(|source| ModelError::ConfigJson {
                 path: self.path.clone(),

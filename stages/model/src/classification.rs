@@ -79,7 +79,11 @@ impl ClassificationModel {
     }
 
     /// Logits `[B, C]` of `input_ids [B, S]` with an optional attention mask `[B, S]` (1 = keep).
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<2> {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<2> {
         let [b, s] = input_ids.dims();
         let hidden = self.encoder.forward(input_ids, attention_mask);
         let [_, _, h] = hidden.dims();

@@ -250,6 +250,49 @@ impl ModelConfig {
         }
     }
 
+    /// Number of scalar parameters of the encoder (tied decoder counted once, `pos_scale` and
+    /// the LayerNorms included), computed from the sizes alone.
+    pub fn num_encoder_params(&self) -> usize {
+        let (h, v, i) = (self.hidden_size, self.vocab_size, self.intermed_size);
+        let b = usize::from(self.dense_bias);
+        let mut n = v * h + 2 * h;
+        n += match self.position_embedding {
+            PositionEmbedding::ScaledSinusoidal => 1,
+            PositionEmbedding::Learned => self.max_seq_length * h,
+        };
+        n += self.type_vocab_size * h;
+        let layer = 4 * h
+            + 3 * h * h
+            + 3 * h * b
+            + h * h
+            + h * b
+            + i * h
+            + i * b
+            + self.ffn_inner() * h
+            + h * b;
+        n += self.num_layers * layer;
+        if self.final_norm {
+            n += 2 * h;
+        }
+        n
+    }
+
+    /// Number of scalar parameters of the MLM model built from this config.
+    pub fn num_mlm_params(&self) -> usize {
+        let h = self.hidden_size;
+        let transform = if self.head_transform {
+            h * h + 3 * h
+        } else {
+            0
+        };
+        let bias = if self.decoder_bias {
+            self.vocab_size
+        } else {
+            0
+        };
+        self.num_encoder_params() + transform + bias
+    }
+
     /// Checks that the model can be built from this config.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(field: &'static str, value: impl ToString, reason: &str) -> ConfigError {
@@ -322,10 +365,18 @@ impl ModelConfig {
             ));
         }
         if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
-            return Err(bad("norm_eps", self.norm_eps, "must be positive and finite"));
+            return Err(bad(
+                "norm_eps",
+                self.norm_eps,
+                "must be positive and finite",
+            ));
         }
         if !(self.init_std >= 0.0 && self.init_std.is_finite()) {
-            return Err(bad("init_std", self.init_std, "must be non-negative and finite"));
+            return Err(bad(
+                "init_std",
+                self.init_std,
+                "must be non-negative and finite",
+            ));
         }
         Ok(())
     }

@@ -159,9 +159,9 @@ mod cuda_probe {
         unsafe {
             let lib = libloading::Library::new("libcuda.so.1")
                 .map_err(|e| format!("cannot load libcuda.so.1: {e}"))?;
-            let init: libloading::Symbol<unsafe extern "C" fn(u32) -> i32> = lib
-                .get(b"cuInit\0")
-                .map_err(|e| format!("libcuda.so.1 has no cuInit: {e}"))?;
+            let init: libloading::Symbol<unsafe extern "C" fn(u32) -> i32> =
+                lib.get(b"cuInit\0")
+                    .map_err(|e| format!("libcuda.so.1 has no cuInit: {e}"))?;
             let rc = init(0);
             if rc != 0 {
                 return Err(format!("cuInit failed with CUresult {rc}"));

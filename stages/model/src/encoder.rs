@@ -20,7 +20,9 @@ pub fn sinusoid_table(rows: usize, hidden: usize) -> Vec<f32> {
     // The reference multiplies a float32 `arange(0, H, 2)` by the Python float
     // `-ln(10000)/H`, which PyTorch rounds to float32 first.
     let step = (-(10000.0f64).ln() / hidden as f64) as f32;
-    let freqs: Vec<f32> = (0..hidden / 2).map(|j| ((2 * j) as f32 * step).exp()).collect();
+    let freqs: Vec<f32> = (0..hidden / 2)
+        .map(|j| ((2 * j) as f32 * step).exp())
+        .collect();
     let mut table = vec![0.0f32; rows * hidden];
     for pos in 0..rows {
         let row = &mut table[pos * hidden..(pos + 1) * hidden];
@@ -145,7 +147,9 @@ impl NamedParam<'_> {
             NamedParam::D1(p) => p.val().into_data(),
             NamedParam::D2(p) => p.val().into_data(),
         };
-        data.convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))
+        data.convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// The gradient of this parameter in `grads`, as row-major f32 on the host (`None` when the
@@ -190,7 +194,8 @@ impl Embeddings {
         )?;
         let (pos_scale, pos_table, pos_learned) = match c.position_embedding {
             PositionEmbedding::ScaledSinusoidal => {
-                let scale = src.param1(names::POS_SCALE, 1, Init::Const(1.0 / (h as f32).sqrt()))?;
+                let scale =
+                    src.param1(names::POS_SCALE, 1, Init::Const(1.0 / (h as f32).sqrt()))?;
                 let table = Tensor::<2>::from_data(
                     TensorData::new(sinusoid_table(c.max_seq_length, h), [c.max_seq_length, h]),
                     src.device(),
@@ -241,7 +246,10 @@ impl Embeddings {
         // nn.Embedding(padding_idx): the pad row's value is used as is, but the lookup sends it
         // no gradient. Keep the gradient path only where the id is not the pad id and add the
         // detached pad row at pad positions.
-        let keep = ids.not_equal_elem(self.pad_token_id as i64).float().unsqueeze_dim::<3>(2);
+        let keep = ids
+            .not_equal_elem(self.pad_token_id as i64)
+            .float()
+            .unsqueeze_dim::<3>(2);
         let pad_row = word_w
             .detach()
             .slice([self.pad_token_id..self.pad_token_id + 1, 0..h])
@@ -290,7 +298,13 @@ pub struct Attention {
 impl Attention {
     /// `x [B*S, H]` (already normalised) -> `[B*S, H]`; `bias` is the additive key mask
     /// `[B, 1, 1, S]`.
-    pub fn forward(&self, x: Tensor<2>, batch: usize, seq: usize, bias: Option<&Tensor<4>>) -> Tensor<2> {
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        batch: usize,
+        seq: usize,
+        bias: Option<&Tensor<4>>,
+    ) -> Tensor<2> {
         let [n, h] = x.dims();
         let nh = self.num_heads;
         let hd = h / nh;
@@ -387,9 +401,17 @@ impl Layer {
     }
 
     /// `x [B*S, H] -> [B*S, H]`.
-    pub fn forward(&self, x: Tensor<2>, batch: usize, seq: usize, bias: Option<&Tensor<4>>) -> Tensor<2> {
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        batch: usize,
+        seq: usize,
+        bias: Option<&Tensor<4>>,
+    ) -> Tensor<2> {
         if self.pre_norm {
-            let a = self.attn.forward(self.norm1.forward(x.clone()), batch, seq, bias);
+            let a = self
+                .attn
+                .forward(self.norm1.forward(x.clone()), batch, seq, bias);
             let x = x + self.dropout.forward(a);
             let f = self.ffn.forward(self.norm2.forward(x.clone()));
             x + self.dropout.forward(f)
@@ -430,7 +452,12 @@ impl Encoder {
             .map(|i| Layer::build(src, c, i))
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = if c.final_norm {
-            Some(LayerNorm::build(src, names::FINAL_NORM, c.hidden_size, c.norm_eps)?)
+            Some(LayerNorm::build(
+                src,
+                names::FINAL_NORM,
+                c.hidden_size,
+                c.norm_eps,
+            )?)
         } else {
             None
         };

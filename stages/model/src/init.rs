@@ -37,7 +37,10 @@ pub(crate) trait ParamSource {
     /// A rank-1 parameter.
     fn param1(&mut self, name: &str, n: usize, init: Init) -> Result<Param<Tensor<1>>, ModelError> {
         let values = self.fetch(name, &[n], init)?;
-        Ok(Param::from_data(TensorData::new(values, [n]), self.device()))
+        Ok(Param::from_data(
+            TensorData::new(values, [n]),
+            self.device(),
+        ))
     }
 
     /// A rank-2 parameter.
@@ -48,7 +51,10 @@ pub(crate) trait ParamSource {
         init: Init,
     ) -> Result<Param<Tensor<2>>, ModelError> {
         let values = self.fetch(name, &shape, init)?;
-        Ok(Param::from_data(TensorData::new(values, shape), self.device()))
+        Ok(Param::from_data(
+            TensorData::new(values, shape),
+            self.device(),
+        ))
     }
 }
 

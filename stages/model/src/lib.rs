@@ -31,11 +31,12 @@ pub mod names;
 
 pub use checkpoint::{
     TensorFile, load_classification, load_classification_with_config, load_mlm,
-    load_mlm_with_config, read_config_json, save_classification, save_mlm,
-    write_config_json,
+    load_mlm_with_config, read_config_json, save_classification, save_mlm, write_config_json,
 };
 pub use classification::{ClassLabels, ClassificationModel};
-pub use config::{ConfigError, FfnActivation, ModelConfig, ModelOverrides, NormScheme, PositionEmbedding};
+pub use config::{
+    ConfigError, FfnActivation, ModelConfig, ModelOverrides, NormScheme, PositionEmbedding,
+};
 pub use device::{DeviceError, DeviceSpec, select_device};
 pub use encoder::{Encoder, NamedParam};
 pub use error::ModelError;

@@ -23,7 +23,14 @@ fn tiny_model(device: &Device) -> MlmModel {
 fn config_metadata_describes_tiny() {
     let c = tiny_config();
     assert_eq!(
-        (c.vocab_size, c.hidden_size, c.num_layers, c.num_heads, c.intermed_size, c.max_seq_length),
+        (
+            c.vocab_size,
+            c.hidden_size,
+            c.num_layers,
+            c.num_heads,
+            c.intermed_size,
+            c.max_seq_length
+        ),
         (512, 64, 2, 2, 128, 16)
     );
     assert_eq!(c.pad_token_id, 0);
@@ -47,10 +54,20 @@ fn forward_matches() {
     let mask = ints2(&f, "input.attention_mask", &device);
 
     let emb = model.encoder().embedding.forward(ids.clone());
-    assert_close("embedding_out", &host(emb), &f32s(&f, "expected.embedding_out").1, TOL);
+    assert_close(
+        "embedding_out",
+        &host(emb),
+        &f32s(&f, "expected.embedding_out").1,
+        TOL,
+    );
 
     let enc = model.encoder().forward(ids.clone(), None);
-    assert_close("encoder_out", &host(enc), &f32s(&f, "expected.encoder_out").1, TOL);
+    assert_close(
+        "encoder_out",
+        &host(enc),
+        &f32s(&f, "expected.encoder_out").1,
+        TOL,
+    );
 
     let enc_m = model.encoder().forward(ids.clone(), Some(mask));
     assert_close(
@@ -74,8 +91,18 @@ fn sparse_logits_and_loss_match() {
     let out = model.forward_loss(ids, labels);
     let (_, positions) = f.i64("expected.mlm_positions").unwrap().unwrap();
     assert_eq!(out.num_predictions, positions.len());
-    assert_close("sparse_logits", &host(out.logits), &f32s(&f, "expected.sparse_logits").1, TOL);
-    assert_close("mlm_loss", &host(out.loss), &f32s(&f, "expected.mlm_loss").1, TOL);
+    assert_close(
+        "sparse_logits",
+        &host(out.logits),
+        &f32s(&f, "expected.sparse_logits").1,
+        TOL,
+    );
+    assert_close(
+        "mlm_loss",
+        &host(out.loss),
+        &f32s(&f, "expected.mlm_loss").1,
+        TOL,
+    );
 }
 
 #[test]
@@ -91,14 +118,23 @@ fn gradients_match() {
     let mut sq = 0.0f64;
     model.visit_named(&mut |name, p| {
         let want = f32s(&f, &format!("grad.{name}")).1;
-        let got = p.grad_vec(&grads).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let got = p
+            .grad_vec(&grads)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         sq += got.iter().map(|g| (*g as f64).powi(2)).sum::<f64>();
         assert_close(&format!("grad.{name}"), &got, &want, TOL);
         checked += 1;
     });
-    assert_eq!(checked, 22, "every parameter of the tiny model has a reference gradient");
+    assert_eq!(
+        checked, 22,
+        "every parameter of the tiny model has a reference gradient"
+    );
     let want_norm = f32s(&f, "expected.grad_norm").1[0];
-    assert!(((sq.sqrt() as f32) - want_norm).abs() < 1e-4, "grad norm {} vs {want_norm}", sq.sqrt());
+    assert!(
+        ((sq.sqrt() as f32) - want_norm).abs() < 1e-4,
+        "grad norm {} vs {want_norm}",
+        sq.sqrt()
+    );
 }
 
 #[test]
@@ -111,8 +147,14 @@ fn pad_row_gets_gradient_only_from_the_decoder() {
     let emb = model.encoder().embedding.forward(ids);
     let grads = emb.sum().backward();
     let g = host(model.encoder().embedding.word.val().grad(&grads).unwrap());
-    assert!(g[..64].iter().all(|v| *v == 0.0), "pad row has no lookup gradient");
-    assert!(g[5 * 64..6 * 64].iter().any(|v| *v != 0.0), "a real token row does");
+    assert!(
+        g[..64].iter().all(|v| *v == 0.0),
+        "pad row has no lookup gradient"
+    );
+    assert!(
+        g[5 * 64..6 * 64].iter().any(|v| *v != 0.0),
+        "a real token row does"
+    );
 }
 
 #[test]
@@ -130,9 +172,19 @@ fn classification_matches() {
     let ids = ints2(&f, "input.ids", &device);
     let mask = ints2(&f, "input.attention_mask", &device);
     let logits = model.forward(ids, Some(mask));
-    assert_close("cls_logits", &host(logits.clone()), &f32s(&f, "expected.cls_logits").1, TOL);
+    assert_close(
+        "cls_logits",
+        &host(logits.clone()),
+        &f32s(&f, "expected.cls_logits").1,
+        TOL,
+    );
     let (_, y) = f.i64("input.cls_labels").unwrap().unwrap();
     let y = Tensor::<1, Int>::from_data(TensorData::new(y, [2]), &device);
     let loss = ClassificationModel::loss(logits, ClassLabels::Classes(y));
-    assert_close("cls_loss", &host(loss), &f32s(&f, "expected.cls_loss").1, TOL);
+    assert_close(
+        "cls_loss",
+        &host(loss),
+        &f32s(&f, "expected.cls_loss").1,
+        TOL,
+    );
 }

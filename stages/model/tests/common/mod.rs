@@ -8,7 +8,11 @@ use cram_model::TensorFile;
 
 /// `../shared/vectors/<name>` relative to the workspace root.
 pub fn vector_path(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors")).join(name)
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/vectors"
+    ))
+    .join(name)
 }
 
 /// Opens a test-vector file.
@@ -31,7 +35,10 @@ pub fn ints2(file: &TensorFile, name: &str, device: &Device) -> Tensor<2, Int> {
 
 /// Reads a tensor back as f32.
 pub fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
 }
 
 /// Asserts `got` and `want` agree elementwise to `tol` (absolute), reporting the worst index.
@@ -42,7 +49,9 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
         .zip(want)
         .map(|(a, b)| (a - b).abs())
         .enumerate()
-        .fold((0, 0.0f32), |acc, (i, d)| if d > acc.1 || d.is_nan() { (i, d) } else { acc });
+        .fold((0, 0.0f32), |acc, (i, d)| {
+            if d > acc.1 || d.is_nan() { (i, d) } else { acc }
+        });
     assert!(
         diff <= tol,
         "{what}: max abs diff {diff:e} at {worst} (got {}, want {}), tolerance {tol:e}",
