@@ -1,0 +1,186 @@
+//! Line plots as SVG documents, drawn with `plotters`' SVG backend.
+
+use plotters::prelude::*;
+
+use crate::ReportError;
+
+/// One line plot to draw.
+#[derive(Debug, Clone)]
+pub struct LinePlot<'a> {
+    /// Caption drawn above the chart.
+    pub caption: &'a str,
+    /// Label of the x axis.
+    pub x_label: &'a str,
+    /// Label of the y axis.
+    pub y_label: &'a str,
+    /// The points, in x order.
+    pub points: Vec<(f64, f64)>,
+    /// Whether to draw the line as steps (for piecewise-constant series such
+    /// as a batch size).
+    pub steps: bool,
+}
+
+/// Keeps at most `max` points, evenly spaced, always keeping the last one.
+pub fn thin(points: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+    let max = max.max(2);
+    if points.len() <= max {
+        return points;
+    }
+    let stride = points.len().div_ceil(max);
+    let last = *points.last().expect("non-empty");
+    let mut out: Vec<(f64, f64)> = points.into_iter().step_by(stride).collect();
+    if out.last() != Some(&last) {
+        out.push(last);
+    }
+    out
+}
+
+/// Axis range covering `values`, padded so that a constant series still gets
+/// a visible range.
+fn range(values: impl Iterator<Item = f64>, pad_fraction: f64) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = hi - lo;
+    if span <= f64::EPSILON * hi.abs().max(1.0) {
+        let pad = if hi.abs() > 0.0 { hi.abs() * 0.1 } else { 1.0 };
+        return (lo - pad, hi + pad);
+    }
+    (lo - span * pad_fraction, hi + span * pad_fraction)
+}
+
+/// A compact tick label.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".to_string()
+    } else if a >= 1e9 {
+        format!("{:.1}G", v / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else if a >= 1e-2 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+/// Draws `plot` into an SVG document of `size` pixels.
+pub fn line_svg(plot: &LinePlot<'_>, size: (u32, u32)) -> Result<String, ReportError> {
+    let err = |e: &dyn std::fmt::Display| ReportError::Plot {
+        plot: plot.caption.to_string(),
+        message: e.to_string(),
+    };
+    let points: Vec<(f64, f64)> = plot
+        .points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let x_range = range(points.iter().map(|p| p.0), 0.0);
+        let y_range = range(points.iter().map(|p| p.1), 0.05);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(plot.caption, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc(plot.x_label)
+            .y_desc(plot.y_label)
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .light_line_style(RGBColor(236, 238, 242))
+            .bold_line_style(RGBColor(214, 218, 226))
+            .axis_desc_style(("sans-serif", 15))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(&e))?;
+        let line = ShapeStyle::from(&RGBColor(36, 88, 179)).stroke_width(2);
+        let drawn: Vec<(f64, f64)> = if plot.steps {
+            let mut stepped = Vec::with_capacity(points.len() * 2);
+            for (i, p) in points.iter().enumerate() {
+                if i > 0 {
+                    stepped.push((p.0, points[i - 1].1));
+                }
+                stepped.push(*p);
+            }
+            stepped
+        } else {
+            points.clone()
+        };
+        chart
+            .draw_series(LineSeries::new(drawn, line))
+            .map_err(|e| err(&e))?;
+        if points.len() == 1 {
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 4, line.filled())))
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_an_svg_with_labels() {
+        let plot = LinePlot {
+            caption: "Loss & tokens",
+            x_label: "tokens",
+            y_label: "loss",
+            points: (0..50)
+                .map(|i| (i as f64 * 1e5, 10.0 / (1.0 + i as f64)))
+                .collect(),
+            steps: false,
+        };
+        let svg = line_svg(&plot, (640, 320)).unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.contains("Loss &amp; tokens"));
+        assert!(svg.contains("<polyline"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn constant_and_single_point_series_draw() {
+        for points in [vec![(1.0, 3.0)], vec![(0.0, 5.0), (1.0, 5.0)], vec![]] {
+            let plot = LinePlot {
+                caption: "c",
+                x_label: "x",
+                y_label: "y",
+                points,
+                steps: true,
+            };
+            assert!(line_svg(&plot, (300, 200)).is_ok());
+        }
+    }
+
+    #[test]
+    fn thinning_keeps_ends() {
+        let pts: Vec<(f64, f64)> = (0..1001).map(|i| (i as f64, 0.0)).collect();
+        let out = thin(pts, 100);
+        assert!(out.len() <= 102);
+        assert_eq!(out.first().unwrap().0, 0.0);
+        assert_eq!(out.last().unwrap().0, 1000.0);
+    }
+}
