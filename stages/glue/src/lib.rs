@@ -14,6 +14,8 @@
 //! * [`write_synthetic_glue`]: small, clearly learnable tasks in the hub schema for the offline
 //!   sanity recipe.
 
+#![warn(missing_docs)]
+
 pub mod aggregate;
 pub mod data;
 pub mod encode;

@@ -159,14 +159,14 @@ impl GlueParams {
             if !(0.0..=1.0).contains(&h.warmup_fraction) {
                 return bad(format!("{task}: `warmup_fraction` must be in [0, 1]"));
             }
-            if !(h.weight_decay >= 0.0) {
+            if !(h.weight_decay.is_finite() && h.weight_decay >= 0.0) {
                 return bad(format!("{task}: `weight_decay` must be non-negative"));
             }
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("`beta1` and `beta2` must be in [0, 1)".into());
         }
-        if !(self.eps > 0.0) {
+        if !(self.eps.is_finite() && self.eps > 0.0) {
             return bad("`eps` must be positive".into());
         }
         if self.max_length < 3 {
