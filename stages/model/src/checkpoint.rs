@@ -25,6 +25,12 @@ pub const KIND_MLM: &str = "mlm";
 /// `kind` of a classification checkpoint.
 pub const KIND_CLASSIFICATION: &str = "classification";
 
+/// A tensor read from a file: its shape and row-major values.
+pub type Loaded<T> = (Vec<usize>, Vec<T>);
+
+/// A name, shape and little-endian F32 bytes of a tensor to write.
+type Outgoing = (String, Vec<usize>, Vec<u8>);
+
 /// A safetensors file read into memory, with typed access to its tensors.
 #[derive(Debug, Clone)]
 pub struct TensorFile {
@@ -77,7 +83,7 @@ impl TensorFile {
     }
 
     /// An F32 tensor's shape and values (`Ok(None)` when absent).
-    pub fn f32(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, ModelError> {
+    pub fn f32(&self, name: &str) -> Result<Option<Loaded<f32>>, ModelError> {
         let st = self.view();
         let Ok(t) = st.tensor(name) else {
             return Ok(None);
@@ -98,7 +104,7 @@ impl TensorFile {
     }
 
     /// An integer (I64 or I32) tensor's shape and values (`Ok(None)` when absent).
-    pub fn i64(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<i64>)>, ModelError> {
+    pub fn i64(&self, name: &str) -> Result<Option<Loaded<i64>>, ModelError> {
         let st = self.view();
         let Ok(t) = st.tensor(name) else {
             return Ok(None);
@@ -185,7 +191,7 @@ impl TensorFile {
 
 fn collect_named(
     visit: impl FnOnce(&mut dyn FnMut(String, NamedParam<'_>)),
-) -> Result<Vec<(String, Vec<usize>, Vec<u8>)>, ModelError> {
+) -> Result<Vec<Outgoing>, ModelError> {
     let mut out = Vec::new();
     let mut err = None;
     visit(&mut |name, p| {
@@ -208,7 +214,7 @@ fn collect_named(
 
 fn write(
     path: &Path,
-    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+    tensors: Vec<Outgoing>,
     kind: &str,
     config: &ModelConfig,
 ) -> Result<(), ModelError> {

@@ -316,14 +316,14 @@ impl ModelConfig {
                 return Err(bad(field, value, "must be at least 1"));
             }
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(bad(
                 "hidden_size",
                 self.hidden_size,
                 &format!("must be divisible by num_heads = {}", self.num_heads),
             ));
         }
-        if self.ffn_activation == FfnActivation::GeluGlu && self.intermed_size % 2 != 0 {
+        if self.ffn_activation == FfnActivation::GeluGlu && !self.intermed_size.is_multiple_of(2) {
             return Err(bad(
                 "intermed_size",
                 self.intermed_size,
@@ -331,7 +331,7 @@ impl ModelConfig {
             ));
         }
         if self.position_embedding == PositionEmbedding::ScaledSinusoidal
-            && self.hidden_size % 2 != 0
+            && !self.hidden_size.is_multiple_of(2)
         {
             return Err(bad(
                 "hidden_size",

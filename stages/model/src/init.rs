@@ -119,12 +119,15 @@ pub(crate) struct HostTensor {
     pub(crate) values: Vec<f32>,
 }
 
+/// Selects the names a fallback initialises freshly.
+pub(crate) type NamePredicate = Box<dyn Fn(&str) -> bool>;
+
 /// Values from a checkpoint's tensors; names the model asks for that the checkpoint lacks
 /// are an error unless a fallback (fresh initialisation) covers them.
 pub(crate) struct CheckpointSource {
     pub(crate) path: PathBuf,
     pub(crate) tensors: HashMap<String, HostTensor>,
-    pub(crate) fallback: Option<(Box<dyn Fn(&str) -> bool>, RandomInit)>,
+    pub(crate) fallback: Option<(NamePredicate, RandomInit)>,
     pub(crate) device: Device,
 }
 

@@ -11,13 +11,14 @@
 //! ```
 //!
 //! Modules:
-//! * [`config`]: [`ModelConfig`], presets, [`ModelOverrides`];
-//! * [`encoder`]: embeddings, layers, [`Encoder`];
-//! * [`mlm`]: [`MlmModel`] (tied decoder, sparse prediction);
-//! * [`classification`]: [`ClassificationModel`];
-//! * [`checkpoint`]: save/load in the contract naming, `config.json`;
-//! * [`names`]: the one table of tensor names;
-//! * [`device`]: [`select_device`].
+//!
+//! * [`config`] — [`ModelConfig`], presets, [`ModelOverrides`];
+//! * [`encoder`] — embeddings, layers, [`Encoder`];
+//! * [`mlm`] — [`MlmModel`] (tied decoder, sparse prediction);
+//! * [`classification`] — [`ClassificationModel`];
+//! * [`checkpoint`] — save/load in the contract naming, `config.json`;
+//! * [`names`] — the one table of tensor names;
+//! * [`device`] — [`select_device`].
 
 pub mod checkpoint;
 pub mod classification;
