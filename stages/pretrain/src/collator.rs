@@ -150,7 +150,7 @@ mod tests {
                 32
             );
             let (mut m, mut x) = (0, 0);
-            for s in 0..seq {
+            for (s, h) in hist.iter_mut().enumerate() {
                 let i = r * seq + s;
                 if b.labels[i] == IGNORE_INDEX {
                     assert_eq!(
@@ -159,7 +159,7 @@ mod tests {
                     );
                     continue;
                 }
-                hist[s] += 1;
+                *h += 1;
                 assert_eq!(b.labels[i], tokens[i] as i64, "label is the original id");
                 if b.input_ids[i] == 4 {
                     m += 1;

@@ -216,7 +216,7 @@ pub fn run_pretrain_with(
     let mut last_checkpoint = Instant::now();
     let mut last_log = (Instant::now(), state.tokens);
     let checkpoint_every =
-        (resolved.checkpoint_every > 0.0).then(|| resolved.checkpoint_every * 60.0);
+        (resolved.checkpoint_every > 0.0).then_some(resolved.checkpoint_every * 60.0);
 
     let stopped_by = loop {
         let now = elapsed();

@@ -26,11 +26,9 @@ pub fn vector_path(name: &str) -> PathBuf {
 pub fn write_tokenizer(path: &Path, vocab: usize) {
     let mut map = serde_json::Map::new();
     for i in 0..vocab {
-        let tok = if i < SPECIALS.len() {
-            SPECIALS[i].to_string()
-        } else {
-            format!("t{i}")
-        };
+        let tok = SPECIALS
+            .get(i)
+            .map_or_else(|| format!("t{i}"), |t| t.to_string());
         map.insert(tok, i.into());
     }
     let added: Vec<serde_json::Value> = SPECIALS
