@@ -1,0 +1,290 @@
+//! The `dedup` stage kind: exact-substring deduplication (Lee et al. 2021).
+//!
+//! Every byte position whose following `min_length` bytes occur at least
+//! twice in the corpus (inside documents: matches never cross a document
+//! boundary) starts a covered window; the union of the covered windows is cut
+//! from the documents (all copies by default, as the reference; every copy
+//! but the first with `keep = "first"`). Cuts that begin or end inside a
+//! multi-byte character are widened to whole characters, so the output is
+//! valid UTF-8. The remaining pieces of a document are concatenated as they
+//! are (as the reference does); documents left with fewer than `min_chars`
+//! characters are dropped. See [`crate::suffix`] for the algorithm and its
+//! memory (≈ 1.25 bytes per input byte plus 4 bytes per byte of one part).
+
+use std::path::{Path, PathBuf};
+
+use cram_data::documents::{DocumentWriter, DocumentsError, read_documents};
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::suffix::{Corpus, Keep, RepeatedWindow, SuffixError, find_duplicates, memory_estimate};
+
+/// Bumped whenever a change to the code changes the bytes `dedup` writes.
+pub const DEDUP_CODE_VERSION: u32 = 1;
+
+/// Documents per parallel batch when writing.
+const WRITE_BATCH: usize = 4096;
+
+/// Parameters of the `dedup` stage kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupParams {
+    /// Length in bytes of the windows compared (the reference's
+    /// `deduplication_threshold`: 100 by default, 75 in its C4 recipe).
+    pub min_length: usize,
+    /// Which copies are cut: "none" keeps no copy of a repeated span (the
+    /// reference), "first" keeps its first occurrence in corpus order.
+    pub keep: Keep,
+    /// Documents left with fewer characters than this are dropped (1: drop
+    /// documents that became empty; 0: keep them).
+    pub min_chars: u64,
+    /// Largest part, in MiB, whose suffix array is built at once (4 bytes
+    /// per byte while it is built); larger corpora are split into parts
+    /// whose suffix arrays are merged. Memory ≈ 1.25 × corpus + 4 × part.
+    pub part_mb: usize,
+    /// Number of most repeated spans listed in the summary.
+    pub report_top: usize,
+}
+
+impl Default for DedupParams {
+    fn default() -> Self {
+        DedupParams {
+            min_length: 100,
+            keep: Keep::None,
+            min_chars: 1,
+            part_mb: 16,
+            report_top: 20,
+        }
+    }
+}
+
+/// What `dedup` did; also written to `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DedupSummary {
+    /// Documents read.
+    pub documents_in: u64,
+    /// UTF-8 bytes read.
+    pub bytes_in: u64,
+    /// Documents written.
+    pub documents_out: u64,
+    /// UTF-8 bytes written.
+    pub bytes_out: u64,
+    /// Documents from which something was cut.
+    pub documents_changed: u64,
+    /// Documents dropped because fewer than `min_chars` characters were left.
+    pub documents_dropped: u64,
+    /// Bytes cut (after widening to whole characters), dropped documents'
+    /// remaining bytes not included.
+    pub duplicate_bytes: u64,
+    /// Number of contiguous spans cut.
+    pub duplicate_spans: u64,
+    /// Window starts (positions followed by `min_length` bytes of their
+    /// document).
+    pub window_starts: u64,
+    /// Window starts whose window occurs at least twice.
+    pub duplicated_windows: u64,
+    /// Distinct repeated windows.
+    pub repeated_windows: u64,
+    /// The most repeated spans (left-maximal windows, text truncated).
+    pub top_repeated: Vec<RepeatedWindow>,
+    /// Parts the suffix array was built in.
+    pub parts: usize,
+    /// Estimated memory of the suffix-array pass in bytes (text, bitmaps,
+    /// one part's suffix array).
+    pub memory_estimate_bytes: u64,
+    /// That estimate per input byte.
+    pub memory_bytes_per_input_byte: f64,
+    /// Peak resident memory of the process (Linux `VmHWM`) at the end of the
+    /// stage, if known; includes whatever ran before in the same process.
+    pub peak_rss_bytes: Option<u64>,
+    /// Seconds spent reading, finding duplicates, writing.
+    pub seconds_read: f64,
+    /// Seconds spent building and scanning suffix arrays.
+    pub seconds_find: f64,
+    /// Seconds spent cutting and writing.
+    pub seconds_write: f64,
+    /// Output shard file names.
+    pub shards: Vec<String>,
+}
+
+/// Errors of the `dedup` stage.
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    /// Reading the input or writing the output documents failed.
+    #[error(transparent)]
+    Documents(#[from] DocumentsError),
+    /// The suffix-array pass failed.
+    #[error(transparent)]
+    Suffix(#[from] SuffixError),
+    /// A parameter is out of range.
+    #[error("invalid dedup parameter: {0}")]
+    InvalidParams(String),
+    /// A scratch directory or `summary.json` could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Peak resident set size of this process (Linux only).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// What remains of one document after its cuts, or `None` if it is dropped.
+struct Cut {
+    text: Option<String>,
+    cut_bytes: u64,
+    spans: u64,
+}
+
+fn cut_document(
+    corpus: &Corpus,
+    duplicates: &crate::suffix::Duplicates,
+    doc: usize,
+    min_chars: u64,
+) -> Cut {
+    let original = corpus.document(doc);
+    let cuts = duplicates.cuts(corpus, doc);
+    let mut kept = String::with_capacity(original.len());
+    let mut at = 0;
+    let mut cut_bytes = 0u64;
+    for r in &cuts {
+        kept.push_str(&original[at..r.start]);
+        cut_bytes += r.len() as u64;
+        at = r.end;
+    }
+    kept.push_str(&original[at..]);
+    let keep = min_chars == 0 || kept.chars().nth(min_chars as usize - 1).is_some();
+    Cut {
+        text: keep.then_some(kept),
+        cut_bytes,
+        spans: cuts.len() as u64,
+    }
+}
+
+/// Runs the `dedup` stage: reads the documents in `documents_dir`, writes the
+/// deduplicated documents and `summary.json` into `out_dir`. Scratch files
+/// go to a temporary folder inside `out_dir`, removed before returning.
+pub fn run_dedup(
+    params: &DedupParams,
+    documents_dir: &Path,
+    out_dir: &Path,
+    progress: &ProgressBar,
+) -> Result<DedupSummary, DedupError> {
+    if params.min_length == 0 {
+        return Err(DedupError::InvalidParams(
+            "min_length must be at least 1".into(),
+        ));
+    }
+    if params.part_mb == 0 {
+        return Err(DedupError::InvalidParams(
+            "part_mb must be at least 1".into(),
+        ));
+    }
+    let t0 = std::time::Instant::now();
+    progress.set_message("reading documents");
+    progress.set_length(cram_data::documents::count_documents(documents_dir)?);
+    progress.set_position(0);
+    let mut corpus = Corpus::new();
+    for batch in read_documents(documents_dir)? {
+        let batch = batch?;
+        for text in &batch {
+            corpus.push(text);
+        }
+        progress.inc(batch.len() as u64);
+    }
+    let seconds_read = t0.elapsed().as_secs_f64();
+
+    let t1 = std::time::Instant::now();
+    let part_bytes = params.part_mb.saturating_mul(1 << 20);
+    let scratch = tempfile::Builder::new()
+        .prefix(".dedup-scratch-")
+        .tempdir_in(out_dir)
+        .map_err(|source| DedupError::Io {
+            path: out_dir.to_path_buf(),
+            source,
+        })?;
+    let duplicates = find_duplicates(
+        &corpus,
+        params.min_length,
+        params.keep,
+        part_bytes,
+        scratch.path(),
+        progress,
+    )?;
+    let scratch_path = scratch.path().to_path_buf();
+    scratch.close().map_err(|source| DedupError::Io {
+        path: scratch_path,
+        source,
+    })?;
+    let seconds_find = t1.elapsed().as_secs_f64();
+
+    let t2 = std::time::Instant::now();
+    progress.set_message("cutting and writing");
+    progress.set_length(corpus.documents() as u64);
+    progress.set_position(0);
+    let mut writer = DocumentWriter::create(out_dir)?;
+    let (mut documents_changed, mut documents_dropped, mut duplicate_bytes, mut duplicate_spans) =
+        (0u64, 0u64, 0u64, 0u64);
+    let mut start = 0;
+    while start < corpus.documents() {
+        let end = (start + WRITE_BATCH).min(corpus.documents());
+        let cuts: Vec<Cut> = (start..end)
+            .into_par_iter()
+            .map(|d| cut_document(&corpus, &duplicates, d, params.min_chars))
+            .collect();
+        for cut in cuts {
+            documents_changed += u64::from(cut.spans > 0);
+            duplicate_bytes += cut.cut_bytes;
+            duplicate_spans += cut.spans;
+            match cut.text {
+                Some(text) => writer.push(&text)?,
+                None => documents_dropped += 1,
+            }
+        }
+        progress.set_position(end as u64);
+        start = end;
+    }
+    let written = writer.finish()?;
+    let seconds_write = t2.elapsed().as_secs_f64();
+
+    let memory = memory_estimate(corpus.len(), part_bytes, params.min_length);
+    let summary = DedupSummary {
+        documents_in: corpus.documents() as u64,
+        bytes_in: corpus.len() as u64,
+        documents_out: written.documents,
+        bytes_out: written.bytes,
+        documents_changed,
+        documents_dropped,
+        duplicate_bytes,
+        duplicate_spans,
+        window_starts: duplicates.window_starts,
+        duplicated_windows: duplicates.duplicated_windows,
+        repeated_windows: duplicates.groups,
+        top_repeated: duplicates.top_windows(&corpus, params.report_top),
+        parts: duplicates.parts,
+        memory_estimate_bytes: memory,
+        memory_bytes_per_input_byte: if corpus.is_empty() {
+            0.0
+        } else {
+            memory as f64 / corpus.len() as f64
+        },
+        peak_rss_bytes: peak_rss_bytes(),
+        seconds_read,
+        seconds_find,
+        seconds_write,
+        shards: written.shards,
+    };
+    crate::write_summary(out_dir, &summary)
+        .map_err(|(path, source)| DedupError::Io { path, source })?;
+    Ok(summary)
+}

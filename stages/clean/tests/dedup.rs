@@ -1,0 +1,364 @@
+//! Deduplication against a brute-force reference, boundary and UTF-8 cases,
+//! and the whole stage on a documents directory.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use cram_clean::{Corpus, DedupParams, Keep, find_duplicates, run_dedup};
+use cram_data::documents::{DocumentWriter, read_documents};
+use indicatif::ProgressBar;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Brute force: every window of every document in a hash map; covered ranges
+/// per document, relative to the document.
+fn brute_force(docs: &[String], l: usize, keep: Keep) -> Vec<Vec<Range<usize>>> {
+    let mut groups: HashMap<&[u8], Vec<(usize, usize)>> = HashMap::new();
+    for (d, doc) in docs.iter().enumerate() {
+        let b = doc.as_bytes();
+        if b.len() >= l {
+            for off in 0..=b.len() - l {
+                groups.entry(&b[off..off + l]).or_default().push((d, off));
+            }
+        }
+    }
+    let mut marked: Vec<Vec<bool>> = docs.iter().map(|d| vec![false; d.len()]).collect();
+    for members in groups.values() {
+        if members.len() < 2 {
+            continue;
+        }
+        // Members were pushed in corpus order: the first is the smallest.
+        let skip = usize::from(keep == Keep::First);
+        for &(d, off) in &members[skip..] {
+            marked[d][off] = true;
+        }
+    }
+    marked
+        .iter()
+        .map(|m| {
+            let mut out: Vec<Range<usize>> = Vec::new();
+            for (i, _) in m.iter().enumerate().filter(|(_, x)| **x) {
+                match out.last_mut() {
+                    Some(last) if last.end >= i => last.end = last.end.max(i + l),
+                    _ => out.push(i..i + l),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+fn sa_covered(docs: &[String], l: usize, keep: Keep, part_bytes: usize) -> Vec<Vec<Range<usize>>> {
+    let corpus = Corpus::from_documents(docs);
+    let scratch = tempfile::tempdir().unwrap();
+    let dups = find_duplicates(
+        &corpus,
+        l,
+        keep,
+        part_bytes,
+        scratch.path(),
+        &ProgressBar::hidden(),
+    )
+    .unwrap();
+    (0..corpus.documents())
+        .map(|d| dups.covered(&corpus, d))
+        .collect()
+}
+
+/// Random documents over a small alphabet (many chance repeats) with planted
+/// copies of substrings of earlier documents.
+fn random_docs(rng: &mut ChaCha8Rng, n: usize, alphabet: &[&str], max_chars: usize) -> Vec<String> {
+    let mut docs: Vec<String> = Vec::new();
+    for _ in 0..n {
+        let len = rng.random_range(0..max_chars);
+        let mut s = String::new();
+        while s.chars().count() < len {
+            if !docs.is_empty() && rng.random_bool(0.05) {
+                let src = &docs[rng.random_range(0..docs.len())];
+                let chars: Vec<char> = src.chars().collect();
+                if chars.len() > 2 {
+                    let a = rng.random_range(0..chars.len() - 1);
+                    let b = rng.random_range(a + 1..chars.len().min(a + 60) + 1);
+                    s.extend(&chars[a..b]);
+                }
+            } else {
+                s.push_str(alphabet[rng.random_range(0..alphabet.len())]);
+            }
+        }
+        docs.push(s);
+    }
+    docs
+}
+
+#[test]
+fn matches_brute_force_on_random_texts_for_every_part_size() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let alphabet = ["a", "b", "c", " ", "ab", "the "];
+    for round in 0..6 {
+        let docs = random_docs(&mut rng, 40, &alphabet, 120);
+        let total: usize = docs.iter().map(|d| d.len()).sum();
+        for l in [4, 9, 16] {
+            for keep in [Keep::None, Keep::First] {
+                let expected = brute_force(&docs, l, keep);
+                assert!(
+                    expected.iter().any(|c| !c.is_empty()),
+                    "round {round}: test data has repeats"
+                );
+                for part in [7, 64, 500, total + 1] {
+                    let got = sa_covered(&docs, l, keep, part);
+                    assert_eq!(
+                        got, expected,
+                        "round {round}, L={l}, keep={keep:?}, part={part}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn non_ascii_matches_brute_force_and_cuts_whole_characters() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let alphabet = ["α", "β", "é", "中", "文", "🙂", "a", " "];
+    let docs = random_docs(&mut rng, 50, &alphabet, 60);
+    for l in [5, 7, 13] {
+        for part in [3, 50, 100_000] {
+            assert_eq!(
+                sa_covered(&docs, l, Keep::None, part),
+                brute_force(&docs, l, Keep::None),
+                "L={l}"
+            );
+        }
+        let corpus = Corpus::from_documents(&docs);
+        let scratch = tempfile::tempdir().unwrap();
+        let dups = find_duplicates(
+            &corpus,
+            l,
+            Keep::None,
+            40,
+            scratch.path(),
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
+        for (d, doc) in docs.iter().enumerate() {
+            let covered = dups.covered(&corpus, d);
+            let cuts = dups.cuts(&corpus, d);
+            for c in &cuts {
+                assert!(
+                    doc.is_char_boundary(c.start) && doc.is_char_boundary(c.end),
+                    "cut {c:?} of {doc:?}"
+                );
+            }
+            // Every covered byte is cut; a cut is at most 3 bytes wider on each side.
+            for r in &covered {
+                let c = cuts
+                    .iter()
+                    .find(|c| c.start <= r.start && r.end <= c.end)
+                    .expect("covered inside a cut");
+                assert!(r.start - c.start <= 3 || cuts.len() < covered.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn span_straddling_two_documents_is_cut_inside_each_only() {
+    let prefix = "The first half of a repeated passage, long enough to be a match. ";
+    let suffix = "And here its second half, which begins the next document in the corpus.";
+    let docs = vec![
+        format!("Document A starts with something unique 1:{prefix}"),
+        format!("{suffix}|Then B goes on with unique words 2."),
+        format!("C has its own start 3;{prefix}{suffix}#and its own end 3."),
+        "D is entirely unique and stays as it is, 4.".to_string(),
+    ];
+    let l = 30;
+    let expected = brute_force(&docs, l, Keep::None);
+    for part in [16, 100, 10_000] {
+        assert_eq!(sa_covered(&docs, l, Keep::None, part), expected);
+    }
+    let got = &expected;
+    // A: the prefix at its end is cut, nothing past the document.
+    assert_eq!(got[0], vec![docs[0].len() - prefix.len()..docs[0].len()]);
+    // B: the suffix at its start.
+    assert_eq!(got[1], vec![0..suffix.len()]);
+    // C: the prefix and the suffix (each matched in A and B), but not the
+    // window that straddles the junction inside C, which occurs only once
+    // as A|B is not a match: the cut is two adjacent ranges merged.
+    let c0 = docs[2].find(prefix).unwrap();
+    assert_eq!(got[2], vec![c0..c0 + prefix.len() + suffix.len()]);
+    assert!(got[3].is_empty());
+
+    // Through the stage: four documents stay four (none merged).
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_docs(&input, &docs);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let params = DedupParams {
+        min_length: l,
+        ..DedupParams::default()
+    };
+    let summary = run_dedup(&params, &input, &out, &ProgressBar::hidden()).unwrap();
+    let texts = read_all(&out);
+    assert_eq!(summary.documents_out, 4);
+    assert_eq!(texts[0], "Document A starts with something unique 1:");
+    assert_eq!(texts[1], "|Then B goes on with unique words 2.");
+    assert_eq!(texts[2], "C has its own start 3;#and its own end 3.");
+    assert_eq!(texts[3], docs[3]);
+}
+
+#[test]
+fn keep_first_keeps_the_first_copy() {
+    let boiler = "Subscribe to our newsletter to get the latest updates every week!";
+    let docs = vec![
+        format!("First page. {boiler}"),
+        format!("Second page. {boiler} More."),
+        format!("{boiler}"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_docs(&input, &docs);
+    for (keep, expected) in [
+        // " page. " precedes the boilerplate in the first two documents, so it
+        // is part of their repeat.
+        (
+            Keep::First,
+            vec![docs[0].clone(), "Second More.".to_string()],
+        ),
+        (
+            Keep::None,
+            vec!["First".to_string(), "Second More.".to_string()],
+        ),
+    ] {
+        let out = dir.path().join(format!("out-{keep:?}"));
+        std::fs::create_dir(&out).unwrap();
+        let params = DedupParams {
+            min_length: 20,
+            keep,
+            ..DedupParams::default()
+        };
+        let summary = run_dedup(&params, &input, &out, &ProgressBar::hidden()).unwrap();
+        assert_eq!(read_all(&out), expected, "keep={keep:?}");
+        // The third document became empty and was dropped.
+        assert_eq!(summary.documents_dropped, 1);
+        assert_eq!(summary.top_repeated[0].count, 3);
+        assert!(
+            boiler.starts_with(&summary.top_repeated[0].text),
+            "{:?}",
+            summary.top_repeated
+        );
+        assert_eq!(summary.top_repeated[1].count, 2);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["documents_in"], 3);
+    }
+    assert_eq!(
+        brute_force(&docs, 20, Keep::First),
+        sa_covered(&docs, 20, Keep::First, 30)
+    );
+}
+
+#[test]
+fn empty_input_and_short_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_docs(&input, &[]);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let summary = run_dedup(
+        &DedupParams::default(),
+        &input,
+        &out,
+        &ProgressBar::hidden(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            summary.documents_in,
+            summary.documents_out,
+            summary.bytes_out
+        ),
+        (0, 0, 0)
+    );
+    assert!(read_all(&out).is_empty());
+
+    // Documents shorter than the window are never touched; empty ones are
+    // dropped with the default min_chars = 1, kept with 0.
+    let docs = vec!["short".to_string(), String::new(), "short".to_string()];
+    assert!(
+        sa_covered(&docs, 6, Keep::None, 4)
+            .iter()
+            .all(|c| c.is_empty())
+    );
+    let input = dir.path().join("in2");
+    write_docs(&input, &docs);
+    for (min_chars, n) in [(1, 0), (0, 3)] {
+        let out = dir.path().join(format!("out2-{min_chars}"));
+        std::fs::create_dir(&out).unwrap();
+        let params = DedupParams {
+            min_length: 3,
+            min_chars,
+            ..DedupParams::default()
+        };
+        let summary = run_dedup(&params, &input, &out, &ProgressBar::hidden()).unwrap();
+        // "short" twice with L = 3: both copies fully cut, all three
+        // documents are empty then.
+        assert_eq!(summary.duplicate_bytes, 10);
+        assert_eq!(summary.documents_out, n, "min_chars={min_chars}");
+    }
+}
+
+#[test]
+fn one_huge_document_split_into_parts() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let words = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+        "sed",
+        "do",
+    ];
+    let mut doc = String::new();
+    let block: String = (0..40)
+        .map(|_| words[rng.random_range(0..words.len())])
+        .collect::<Vec<_>>()
+        .join(" ");
+    while doc.len() < 200_000 {
+        if rng.random_bool(0.02) {
+            doc.push_str(&block);
+        }
+        doc.push_str(words[rng.random_range(0..words.len())]);
+        doc.push_str(&format!(" {} ", rng.random_range(0..1_000_000u32)));
+    }
+    let docs = vec![doc];
+    let expected = brute_force(&docs, 50, Keep::None);
+    assert!(!expected[0].is_empty());
+    for part in [10_000, 65_536, 1 << 20] {
+        assert_eq!(
+            sa_covered(&docs, 50, Keep::None, part),
+            expected,
+            "part={part}"
+        );
+    }
+}
+
+fn write_docs(dir: &std::path::Path, docs: &[String]) {
+    let mut w = DocumentWriter::create(dir).unwrap();
+    for d in docs {
+        w.push(d).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn read_all(dir: &std::path::Path) -> Vec<String> {
+    read_documents(dir)
+        .unwrap()
+        .flat_map(|b| b.unwrap())
+        .collect()
+}
