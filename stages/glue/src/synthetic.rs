@@ -3,17 +3,23 @@
 //! Small, clearly learnable tasks written in the hub's schema and layout
 //! (`<out_dir>/<config>/<split>-00000-of-00001.parquet`), built from a few dozen plain English
 //! words (the sanity recipe's tokenizer is trained on English-like text from such words).
-//! Every task's label is a simple function of the words, so a tiny model learns it in seconds:
+//! Every task's label is a simple function of the words, so a tiny model learns it in a few
+//! hundred updates. Pair tasks hold a relation between the two texts (the second repeats a
+//! clause of the first, or not) and also a lexical cue: first texts draw their content words
+//! from one pool ("A"), and unrelated texts or replaced words come from a second pool ("B"),
+//! so a model can solve them by comparing the texts or by spotting pool-B words.
 //!
 //! * `sst2`: a clause with one or two sentiment adjectives of one polarity (positive = 1).
-//! * `cola`: a clause in template order (acceptable = 1) or the same words scrambled (0).
+//! * `cola`: a clause in template order (acceptable = 1) or the same clause without its verb,
+//!   words scrambled (0).
 //! * `mrpc`, `qqp`: the second text repeats a clause of the first (equivalent / duplicate = 1)
-//!   or is a fresh clause (0).
+//!   or is a fresh pool-B clause (0).
 //! * `rte`, `qnli`: the same, entailment = 0, not_entailment = 1 (the hub's mapping).
 //! * `wnli`: the same with WNLI's reversed mapping (entailment = 1).
 //! * `mnli`: the hypothesis repeats a clause (entailment 0), repeats it with `not` (contradiction
 //!   2) or is a fresh clause (neutral 1); matched and mismatched dev splits.
-//! * `stsb`: two clauses sharing `k` of their five content words; score `k` (0..5, float32).
+//! * `stsb`: two clauses sharing `k` of their five content words, the others replaced from pool
+//!   B; score `k` (0..5, float32).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -67,18 +73,20 @@ pub struct SyntheticGlueSummary {
     pub vocabulary: Vec<String>,
 }
 
-const NOUNS: &[&str] = &[
+/// Content words of the first texts ("pool A").
+const NOUNS_A: &[&str] = &[
     "cat", "dog", "house", "city", "river", "teacher", "child", "bird", "tree", "book", "garden",
-    "road", "friend", "school", "market", "boat", "horse", "farmer", "doctor", "window", "table",
+    "road",
+];
+/// Content words only fresh (unrelated) texts use ("pool B").
+const NOUNS_B: &[&str] = &[
+    "friend", "school", "market", "boat", "horse", "farmer", "doctor", "window", "table",
     "village", "mother", "father",
 ];
-const VERBS: &[&str] = &[
-    "sees", "likes", "finds", "follows", "visits", "watches", "helps", "loves", "knows", "meets",
-    "calls", "takes",
-];
-const NEUTRAL_ADJ: &[&str] = &[
-    "small", "big", "old", "young", "red", "green", "tall", "little",
-];
+const VERBS_A: &[&str] = &["sees", "likes", "finds", "follows", "visits", "watches"];
+const VERBS_B: &[&str] = &["helps", "loves", "knows", "meets", "calls", "takes"];
+const ADJ_A: &[&str] = &["small", "big", "old", "young"];
+const ADJ_B: &[&str] = &["red", "green", "tall", "little"];
 const POSITIVE_ADJ: &[&str] = &[
     "good",
     "happy",
@@ -93,25 +101,63 @@ const NEGATIVE_ADJ: &[&str] = &[
     "bad", "sad", "poor", "dark", "cold", "angry", "ugly", "terrible",
 ];
 const DETERMINERS: &[&str] = &["the", "a"];
+const FUNCTION_WORDS: &[&str] = &[
+    "and", "does", "not", "is", "it", "true", "that", "what", ".", "?",
+];
 
-/// A clause `det adj noun verb det adj noun` with its five content words.
+/// A word pool: the content words a clause draws from.
+#[derive(Clone, Copy)]
+struct Pool {
+    nouns: &'static [&'static str],
+    verbs: &'static [&'static str],
+    adjectives: &'static [&'static str],
+}
+
+const POOL_A: Pool = Pool {
+    nouns: NOUNS_A,
+    verbs: VERBS_A,
+    adjectives: ADJ_A,
+};
+const POOL_B: Pool = Pool {
+    nouns: NOUNS_B,
+    verbs: VERBS_B,
+    adjectives: ADJ_B,
+};
+
+fn pick(rng: &mut ChaCha8Rng, words: &'static [&'static str]) -> &'static str {
+    words.choose(rng).expect("word lists are not empty")
+}
+
+/// A clause `det adj noun verb det adj noun`; slots 1, 2, 3, 5, 6 hold content words.
 #[derive(Debug, Clone)]
 struct Clause {
     words: Vec<&'static str>,
 }
 
+/// The content slots of a clause and the part of speech each takes.
+const CONTENT_SLOTS: [usize; 5] = [1, 2, 3, 5, 6];
+
 impl Clause {
-    fn random(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Self {
+    fn random(rng: &mut ChaCha8Rng, pool: Pool) -> Self {
         let words = vec![
-            *DETERMINERS.choose(rng).expect("non-empty"),
-            *NEUTRAL_ADJ.choose(rng).expect("non-empty"),
-            *nouns.choose(rng).expect("non-empty"),
-            *VERBS.choose(rng).expect("non-empty"),
-            *DETERMINERS.choose(rng).expect("non-empty"),
-            *NEUTRAL_ADJ.choose(rng).expect("non-empty"),
-            *nouns.choose(rng).expect("non-empty"),
+            pick(rng, DETERMINERS),
+            pick(rng, pool.adjectives),
+            pick(rng, pool.nouns),
+            pick(rng, pool.verbs),
+            pick(rng, DETERMINERS),
+            pick(rng, pool.adjectives),
+            pick(rng, pool.nouns),
         ];
         Self { words }
+    }
+
+    /// Replaces the content word of `slot` by one of the same part of speech from `pool`.
+    fn replace(&mut self, rng: &mut ChaCha8Rng, slot: usize, pool: Pool) {
+        self.words[slot] = match slot {
+            3 => pick(rng, pool.verbs),
+            1 | 5 => pick(rng, pool.adjectives),
+            _ => pick(rng, pool.nouns),
+        };
     }
 
     fn text(&self) -> String {
@@ -140,13 +186,14 @@ fn sentence(s: String) -> String {
     s + " ."
 }
 
-fn gen_sst2(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
+fn gen_sst2(rng: &mut ChaCha8Rng) -> Row {
     let positive = rng.random_bool(0.5);
-    let pool = if positive { POSITIVE_ADJ } else { NEGATIVE_ADJ };
-    let mut c = Clause::random(rng, nouns);
-    c.words[1] = pool.choose(rng).expect("non-empty");
+    let polar = if positive { POSITIVE_ADJ } else { NEGATIVE_ADJ };
+    let pool = if rng.random_bool(0.5) { POOL_A } else { POOL_B };
+    let mut c = Clause::random(rng, pool);
+    c.words[1] = pick(rng, polar);
     if rng.random_bool(0.5) {
-        c.words[5] = pool.choose(rng).expect("non-empty");
+        c.words[5] = pick(rng, polar);
     }
     Row {
         a: sentence(c.text()),
@@ -155,23 +202,18 @@ fn gen_sst2(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
     }
 }
 
-fn gen_cola(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
-    let c = Clause::random(rng, nouns);
+/// Acceptable: a clause in template order. Unacceptable: the same clause without its verb,
+/// words scrambled.
+fn gen_cola(rng: &mut ChaCha8Rng) -> Row {
+    let pool = if rng.random_bool(0.5) { POOL_A } else { POOL_B };
+    let c = Clause::random(rng, pool);
     let acceptable = rng.random_bool(0.5);
     let words = if acceptable {
         c.words.clone()
     } else {
         let mut w = c.words.clone();
-        // Reshuffle until the order breaks the template: the verb or a determiner moves.
-        loop {
-            w.shuffle(rng);
-            if !DETERMINERS.contains(&w[0])
-                || !VERBS.contains(&w[3])
-                || !DETERMINERS.contains(&w[4])
-            {
-                break;
-            }
-        }
+        w.remove(3);
+        w.shuffle(rng);
         w
     };
     Row {
@@ -181,40 +223,39 @@ fn gen_cola(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
     }
 }
 
-/// A two-clause first text and a second text that repeats one of its clauses (`same`), or a
-/// fresh clause, or (for `negate`) the repeated clause negated.
-fn pair(rng: &mut ChaCha8Rng, nouns: &[&'static str], kind: PairKind) -> (String, String) {
-    let c1 = Clause::random(rng, nouns);
-    let c2 = Clause::random(rng, nouns);
+#[derive(Clone, Copy, PartialEq)]
+enum PairKind {
+    /// The second text repeats a clause of the first.
+    Repeat,
+    /// The second text repeats a clause of the first with `does not`.
+    Negate,
+    /// The second text is a fresh clause from the other word pool.
+    Fresh,
+}
+
+/// A two-clause first text (pool A) and a second text of the given kind.
+fn pair(rng: &mut ChaCha8Rng, kind: PairKind) -> (String, String) {
+    let c1 = Clause::random(rng, POOL_A);
+    let c2 = Clause::random(rng, POOL_A);
     let first = sentence(format!("{} and {}", c1.text(), c2.text()));
     let picked = if rng.random_bool(0.5) { &c1 } else { &c2 };
     let second = match kind {
         PairKind::Repeat => picked.text(),
         PairKind::Negate => picked.negated(),
-        PairKind::Fresh => Clause::random(rng, nouns).text(),
+        PairKind::Fresh => Clause::random(rng, POOL_B).text(),
     };
     (first, sentence(second))
 }
 
-#[derive(Clone, Copy)]
-enum PairKind {
-    Repeat,
-    Negate,
-    Fresh,
-}
-
 /// A binary pair task: `positive_label` when the second text repeats a clause.
-fn gen_pair(rng: &mut ChaCha8Rng, nouns: &[&'static str], positive_label: f32) -> Row {
+fn gen_pair(rng: &mut ChaCha8Rng, positive_label: f32) -> Row {
     let repeat = rng.random_bool(0.5);
-    let (a, b) = pair(
-        rng,
-        nouns,
-        if repeat {
-            PairKind::Repeat
-        } else {
-            PairKind::Fresh
-        },
-    );
+    let kind = if repeat {
+        PairKind::Repeat
+    } else {
+        PairKind::Fresh
+    };
+    let (a, b) = pair(rng, kind);
     Row {
         a,
         b: Some(b),
@@ -226,50 +267,46 @@ fn gen_pair(rng: &mut ChaCha8Rng, nouns: &[&'static str], positive_label: f32) -
     }
 }
 
-fn gen_qqp(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
-    let c = Clause::random(rng, nouns);
+fn gen_qqp(rng: &mut ChaCha8Rng) -> Row {
+    let c = Clause::random(rng, POOL_A);
     let duplicate = rng.random_bool(0.5);
     let q1 = format!("does {} ?", c.text());
-    let q2 = if duplicate {
-        format!("is it true that {} ?", c.text())
+    let other = if duplicate {
+        c
     } else {
-        format!("is it true that {} ?", Clause::random(rng, nouns).text())
+        Clause::random(rng, POOL_B)
     };
     Row {
         a: q1,
-        b: Some(q2),
+        b: Some(format!("is it true that {} ?", other.text())),
         label: duplicate as u8 as f32,
     }
 }
 
-fn gen_qnli(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
-    let c = Clause::random(rng, nouns);
+fn gen_qnli(rng: &mut ChaCha8Rng) -> Row {
+    let c = Clause::random(rng, POOL_A);
     let entails = rng.random_bool(0.5);
     let question = format!("what {} {} ?", c.words[3], c.words[4..].join(" "));
     let answer = if entails {
-        c.text()
+        c
     } else {
-        let mut other = Clause::random(rng, nouns);
-        while other.words[3] == c.words[3] && other.words[6] == c.words[6] {
-            other = Clause::random(rng, nouns);
-        }
-        other.text()
+        Clause::random(rng, POOL_B)
     };
     Row {
         a: question,
-        b: Some(sentence(answer)),
+        b: Some(sentence(answer.text())),
         label: if entails { 0.0 } else { 1.0 },
     }
 }
 
-fn gen_mnli(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
+fn gen_mnli(rng: &mut ChaCha8Rng) -> Row {
     let label = rng.random_range(0..3u8);
     let kind = match label {
         0 => PairKind::Repeat,
         1 => PairKind::Fresh,
         _ => PairKind::Negate,
     };
-    let (a, b) = pair(rng, nouns, kind);
+    let (a, b) = pair(rng, kind);
     Row {
         a,
         b: Some(b),
@@ -277,26 +314,16 @@ fn gen_mnli(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
     }
 }
 
-fn gen_stsb(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
-    let c1 = Clause::random(rng, nouns);
+/// Two clauses sharing `k` of their five content words (the others replaced from pool B);
+/// score `k`.
+fn gen_stsb(rng: &mut ChaCha8Rng) -> Row {
+    let c1 = Clause::random(rng, POOL_A);
     let shared = rng.random_range(0..=5usize);
-    // Content slots: adjective, noun, verb, adjective, noun.
-    let mut slots = [1usize, 2, 3, 5, 6];
+    let mut slots = CONTENT_SLOTS;
     slots.shuffle(rng);
     let mut c2 = c1.clone();
     for &slot in &slots[shared..] {
-        let pool: &[&'static str] = match slot {
-            3 => VERBS,
-            1 | 5 => NEUTRAL_ADJ,
-            _ => nouns,
-        };
-        let original = c1.words[slot];
-        c2.words[slot] = **pool
-            .iter()
-            .filter(|w| **w != original)
-            .collect::<Vec<_>>()
-            .choose(rng)
-            .expect("pools have more than one word");
+        c2.replace(rng, slot, POOL_B);
     }
     Row {
         a: sentence(c1.text()),
@@ -305,17 +332,17 @@ fn gen_stsb(rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
     }
 }
 
-fn generate(task: GlueTask, rng: &mut ChaCha8Rng, nouns: &[&'static str]) -> Row {
+fn generate(task: GlueTask, rng: &mut ChaCha8Rng) -> Row {
     match task {
-        GlueTask::Sst2 => gen_sst2(rng, nouns),
-        GlueTask::Cola => gen_cola(rng, nouns),
-        GlueTask::Mrpc => gen_pair(rng, nouns, 1.0),
-        GlueTask::Rte => gen_pair(rng, nouns, 0.0),
-        GlueTask::Wnli => gen_pair(rng, nouns, 1.0),
-        GlueTask::Qqp => gen_qqp(rng, nouns),
-        GlueTask::Qnli => gen_qnli(rng, nouns),
-        GlueTask::Mnli => gen_mnli(rng, nouns),
-        GlueTask::Stsb => gen_stsb(rng, nouns),
+        GlueTask::Sst2 => gen_sst2(rng),
+        GlueTask::Cola => gen_cola(rng),
+        GlueTask::Mrpc => gen_pair(rng, 1.0),
+        GlueTask::Rte => gen_pair(rng, 0.0),
+        GlueTask::Wnli => gen_pair(rng, 1.0),
+        GlueTask::Qqp => gen_qqp(rng),
+        GlueTask::Qnli => gen_qnli(rng),
+        GlueTask::Mnli => gen_mnli(rng),
+        GlueTask::Stsb => gen_stsb(rng),
     }
 }
 
@@ -373,8 +400,8 @@ pub(crate) fn write_parquet(path: &Path, batch: RecordBatch) -> Result<()> {
 }
 
 /// Writes the synthetic tasks of `params` under `out_dir` in the hub layout, plus
-/// `summary.json`. Deterministic in `seed`. MNLI's mismatched dev split draws its nouns from a
-/// held-out half of the noun list (its "other genre").
+/// `summary.json`. Deterministic in `seed`. (MNLI's matched and mismatched dev splits are
+/// independent draws of the same generator: the synthetic set has no genres.)
 pub fn write_synthetic_glue(
     params: &SyntheticGlueParams,
     seed: u64,
@@ -385,30 +412,21 @@ pub fn write_synthetic_glue(
             "synthetic GLUE: train_size and dev_size must be at least 1".into(),
         ));
     }
+    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
     let mut summary = SyntheticGlueSummary {
         tasks: BTreeMap::new(),
         files: Vec::new(),
         vocabulary: Vec::new(),
     };
-    let (matched_nouns, mismatched_nouns) = NOUNS.split_at(NOUNS.len() / 2);
     for &task in &params.tasks {
         let task_index = GlueTask::ALL.iter().position(|t| *t == task).unwrap_or(0) as u64;
         let mut rng =
             ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ task_index);
-        let mut splits = vec![(task.train_split(), params.train_size, NOUNS)];
-        for &split in task.dev_splits() {
-            let nouns = if split == "validation_mismatched" {
-                mismatched_nouns
-            } else if task == GlueTask::Mnli {
-                matched_nouns
-            } else {
-                NOUNS
-            };
-            splits.push((split, params.dev_size, nouns));
-        }
         let mut counts = BTreeMap::new();
-        for (split, n, nouns) in splits {
-            let rows: Vec<Row> = (0..n).map(|_| generate(task, &mut rng, nouns)).collect();
+        let splits = std::iter::once((task.train_split(), params.train_size))
+            .chain(task.dev_splits().iter().map(|&s| (s, params.dev_size)));
+        for (split, n) in splits {
+            let rows: Vec<Row> = (0..n).map(|_| generate(task, &mut rng)).collect();
             let path = task.split_path(out_dir, split);
             write_split(&path, task, &rows)?;
             summary
@@ -427,30 +445,28 @@ pub fn write_synthetic_glue(
 
 /// The distinct words the synthetic tasks use (for building a test vocabulary).
 pub fn synthetic_vocabulary() -> Vec<String> {
-    let mut words: Vec<String> = [
-        NOUNS,
-        VERBS,
-        NEUTRAL_ADJ,
+    let lists: [&[&str]; 10] = [
+        NOUNS_A,
+        NOUNS_B,
+        VERBS_A,
+        VERBS_B,
+        ADJ_A,
+        ADJ_B,
         POSITIVE_ADJ,
         NEGATIVE_ADJ,
         DETERMINERS,
-    ]
-    .concat()
-    .iter()
-    .map(|w| w.to_string())
-    .chain(
-        [
-            "and", "does", "not", "is", "it", "true", "that", "what", ".", "?",
-        ]
+        FUNCTION_WORDS,
+    ];
+    let stems = VERBS_A
         .iter()
-        .map(|w| w.to_string()),
-    )
-    .chain(
-        VERBS
-            .iter()
-            .map(|v| v.strip_suffix('s').unwrap_or(v).to_string()),
-    )
-    .collect();
+        .chain(VERBS_B)
+        .map(|v| v.strip_suffix('s').unwrap_or(v).to_string());
+    let mut words: Vec<String> = lists
+        .concat()
+        .iter()
+        .map(|w| w.to_string())
+        .chain(stems)
+        .collect();
     words.sort();
     words.dedup();
     words

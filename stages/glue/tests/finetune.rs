@@ -456,3 +456,50 @@ fn encodes_pairs_with_the_template_and_truncates_longest_first() {
     assert_eq!(&enc.ids[2][7..], &enc.ids[1][7..]);
     assert_eq!(enc.truncated, 1);
 }
+
+/// Calibration run over every synthetic task (not part of CI: `cargo test -p cram-glue --
+/// --ignored --nocapture`). Prints the dev metrics a random-init tiny model reaches.
+#[test]
+#[ignore]
+fn synthetic_task_set_calibration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    write_checkpoint(&ckpt);
+    let data = tmp.path().join("glue");
+    write_synthetic_glue(&SyntheticGlueParams::default(), 0, &data).unwrap();
+    let lr: f64 = std::env::var("GLUE_LR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1e-3);
+    let epochs: usize = std::env::var("GLUE_EPOCHS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let bar = indicatif::ProgressBar::hidden();
+    let mut dirs = Vec::new();
+    for task in GlueTask::GLUE_SANE {
+        let params = GlueParams {
+            lr,
+            epochs,
+            ..quick_params(task)
+        };
+        let out = tmp.path().join(task.name());
+        let s = run_task(&params, task, &ckpt, &data, 0, &out, &bar).unwrap();
+        eprintln!(
+            "{task}: {:?} (majority {:?}) {:.1}s",
+            s.metrics, s.majority_baseline, s.seconds
+        );
+        dirs.push((task, out));
+    }
+    let params = GlueParams {
+        lr,
+        epochs,
+        device: "cpu".into(),
+        ..GlueParams::default()
+    };
+    let glue = aggregate(&params, &dirs, &tmp.path().join("all")).unwrap();
+    eprintln!(
+        "GLUE average {:?} (acc {:?}), majority {:?}",
+        glue.glue_average, glue.glue_average_acc, glue.majority_glue_average
+    );
+}
