@@ -74,6 +74,7 @@ fn main() {
         let warmup = 2;
         let mut start = Instant::now();
         let mut losses = Vec::new();
+        let mut phases = [0.0f64; 3];
         for step in 0..warmup + steps {
             if step == warmup {
                 start = Instant::now();
@@ -83,18 +84,30 @@ fn main() {
                 .collect();
             let b = collator.mask(&tokens, seq, (step * batch) as u64);
             let ids = Tensor::<2, Int>::from_data(TensorData::new(b.input_ids, [batch, seq]), &ad);
+            let t0 = Instant::now();
             let out = model.forward_loss_at(ids, &b.positions, &b.targets, &ad);
-            let loss = out.loss.clone().detach().inner();
-            let mut grads = GradAccumulator::new();
-            grads.add(&model, out.loss.backward());
-            let (next, _) = optim.step(model, grads, 1e-3);
-            model = next;
             // Reading the loss back synchronises the device, as the training loop does.
-            let l: f32 = loss
+            let l: f32 = out
+                .loss
+                .clone()
+                .detach()
                 .into_data()
                 .convert::<f32>()
                 .try_into_vec::<f32>()
                 .unwrap()[0];
+            let t1 = Instant::now();
+            let mut grads = GradAccumulator::new();
+            grads.add(&model, out.loss.backward());
+            let t2 = Instant::now();
+            let (next, report) = optim.step(model, grads, 1e-3);
+            model = next;
+            let _ = report.grad_norm.into_data();
+            let t3 = Instant::now();
+            if step >= warmup {
+                phases[0] += (t1 - t0).as_secs_f64();
+                phases[1] += (t2 - t1).as_secs_f64();
+                phases[2] += (t3 - t2).as_secs_f64();
+            }
             losses.push(l);
         }
         let secs = start.elapsed().as_secs_f64();
@@ -110,6 +123,13 @@ fn main() {
             tps / case.pytorch_tokens_per_second,
             losses[0],
             losses[losses.len() - 1]
+        );
+        println!(
+            "{:<13} per step: forward {:.3} s, backward {:.3} s, optimizer {:.3} s",
+            "",
+            phases[0] / steps as f64,
+            phases[1] / steps as f64,
+            phases[2] / steps as f64
         );
     }
 }
