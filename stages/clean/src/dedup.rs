@@ -98,12 +98,18 @@ pub struct DedupSummary {
     pub memory_bytes_per_input_byte: f64,
     /// Peak resident memory of the process (Linux `VmHWM`) at the end of the
     /// stage, if known; includes whatever ran before in the same process.
+    /// Not serialised: `summary.json` holds only what the input and the
+    /// parameters determine, so identical outputs hash the same.
+    #[serde(skip)]
     pub peak_rss_bytes: Option<u64>,
-    /// Seconds spent reading, finding duplicates, writing.
+    /// Seconds spent reading the documents (not serialised).
+    #[serde(skip)]
     pub seconds_read: f64,
-    /// Seconds spent building and scanning suffix arrays.
+    /// Seconds spent building and scanning suffix arrays (not serialised).
+    #[serde(skip)]
     pub seconds_find: f64,
-    /// Seconds spent cutting and writing.
+    /// Seconds spent cutting and writing (not serialised).
+    #[serde(skip)]
     pub seconds_write: f64,
     /// Output shard file names.
     pub shards: Vec<String>,

@@ -182,7 +182,9 @@ pub struct FilterSummary {
     pub trash_training_documents: u64,
     /// Output shard file names.
     pub shards: Vec<String>,
-    /// Wall-clock seconds of the whole stage.
+    /// Wall-clock seconds of the whole stage (not serialised: `summary.json`
+    /// holds only what the input and the parameters determine).
+    #[serde(skip)]
     pub seconds: f64,
 }
 

@@ -247,6 +247,7 @@ impl Duplicates {
     pub fn top_windows(&self, corpus: &Corpus, n: usize) -> Vec<RepeatedWindow> {
         let mut candidates = self.top.clone();
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        candidates.truncate(TOP_CANDIDATES);
         let mut out: Vec<RepeatedWindow> = Vec::new();
         for (count, pos) in candidates {
             let text = display_window(&corpus.text()[pos..pos + self.min_length]);
@@ -717,7 +718,7 @@ struct Scan<'a> {
     left_maximal: bool,
     duplicated_windows: u64,
     groups: u64,
-    top: BinaryHeap<Reverse<(u64, usize)>>,
+    top: BinaryHeap<Reverse<(u64, Reverse<usize>)>>,
 }
 
 impl<'a> Scan<'a> {
@@ -788,7 +789,10 @@ impl<'a> Scan<'a> {
             self.marked.clear(self.min_pos);
         }
         if self.left_maximal {
-            self.top.push(Reverse((self.count, self.min_pos)));
+            // Min-heap on (count, -position): the candidates kept are the
+            // first under "most repeated, then earliest", a total order, so
+            // the union over threads holds the global top whatever the split.
+            self.top.push(Reverse((self.count, Reverse(self.min_pos))));
             if self.top.len() > TOP_CANDIDATES {
                 self.top.pop();
             }
@@ -800,7 +804,11 @@ impl<'a> Scan<'a> {
         ScanTotals {
             duplicated_windows: self.duplicated_windows,
             groups: self.groups,
-            top: self.top.into_iter().map(|Reverse(t)| t).collect(),
+            top: self
+                .top
+                .into_iter()
+                .map(|Reverse((count, Reverse(pos)))| (count, pos))
+                .collect(),
         }
     }
 }
