@@ -348,6 +348,13 @@ fn resume_after_truncation_and_retry_after_500() {
     assert_eq!(gets[0].range, None);
     // Second attempt: 500; third: resumed from the received bytes.
     assert_eq!(gets[2].range.as_deref(), Some("bytes=10000-"));
+    // The LFS file came through the CDN redirect, Range included.
+    assert!(
+        server
+            .seen()
+            .iter()
+            .any(|r| r.path.starts_with("/cdn/") && r.range.as_deref() == Some("bytes=10000-"))
+    );
     assert_eq!(s.fetched_bytes, packed.len() as u64 + notes.size.unwrap());
     assert_eq!(s.documents, 2 + 20_000 / 7 + 1);
     let docs = read_all(out.path());

@@ -26,6 +26,7 @@ fn deterministic_and_english_like() {
     assert_eq!(a, b, "same seed, same corpus");
     assert_ne!(a, c, "another seed, another corpus");
     assert_eq!(a.len(), 300);
+    eprintln!("sample document:\n{}", a[0]);
     assert_eq!(summary.documents, 300);
     assert_eq!(summary.bytes, a.iter().map(|d| d.len() as u64).sum::<u64>());
 

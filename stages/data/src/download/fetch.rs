@@ -58,6 +58,11 @@ pub(crate) struct HeadInfo {
 /// requests for the hub endpoint.
 pub(crate) struct Http {
     agent: ureq::Agent,
+    /// Same, but returning redirects instead of following them: the hub
+    /// answers `HEAD` of an LFS file with a redirect to its CDN that carries
+    /// the identity headers (`X-Linked-Etag`, `X-Linked-Size`), which the
+    /// CDN's own answer lacks.
+    no_redirect: ureq::Agent,
     endpoint: String,
     token: Option<String>,
     retries: u32,
@@ -80,16 +85,23 @@ fn strip_etag(v: &str) -> String {
 
 impl Http {
     pub(crate) fn new(params: &DownloadParams, hub: &HubConfig) -> Result<Http, DownloadError> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
-            .user_agent(format!("cram-data/{}", env!("CARGO_PKG_VERSION")))
+        let config = || {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(120)))
+                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+                .user_agent(format!("cram-data/{}", env!("CARGO_PKG_VERSION")))
+        };
+        let agent: ureq::Agent = config().build().into();
+        let no_redirect: ureq::Agent = config()
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .build()
             .into();
         Ok(Http {
             agent,
+            no_redirect,
             endpoint: hub.endpoint.clone(),
             token: hub.token.clone(),
             retries: params.retries,
@@ -214,15 +226,23 @@ impl Http {
     /// HEAD of a file: size and identity headers.
     pub(crate) fn head(&self, url: &str) -> Result<HeadInfo, DownloadError> {
         self.with_retries(url, || {
-            let mut req = self.agent.head(url).header("Accept-Encoding", "identity");
-            if let Some(auth) = self.auth_for(url) {
-                req = req.header("Authorization", auth);
+            let request = |agent: &ureq::Agent| {
+                let mut req = agent.head(url).header("Accept-Encoding", "identity");
+                if let Some(auth) = self.auth_for(url) {
+                    req = req.header("Authorization", auth);
+                }
+                req.call()
+                    .map_err(|e| Attempt::Retry(format!("{url}: {e}")))
+            };
+            let mut resp = request(&self.no_redirect)?;
+            let mut redirected = resp.status().is_redirection();
+            if redirected && !resp.headers().contains_key("x-linked-etag") {
+                // Not the hub's LFS redirect: follow it.
+                resp = request(&self.agent)?;
+                redirected = false;
             }
-            let resp = req
-                .call()
-                .map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
             let status = resp.status().as_u16();
-            if !(200..300).contains(&status) {
+            if !redirected && !(200..300).contains(&status) {
                 return Err(self.status_error(url, url, status, String::new()));
             }
             let h = resp.headers();
@@ -231,8 +251,15 @@ impl Http {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
+            // The Content-Length of a redirect is not the file's size.
             let size = get("x-linked-size")
-                .or_else(|| get("content-length"))
+                .or_else(|| {
+                    if redirected {
+                        None
+                    } else {
+                        get("content-length")
+                    }
+                })
                 .and_then(|s| s.trim().parse().ok());
             Ok(HeadInfo {
                 size,

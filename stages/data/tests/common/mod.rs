@@ -5,7 +5,8 @@
 //! from the Hugging Face Hub: the revision and tree APIs (with pagination
 //! through `Link` headers), `HEAD`/`GET` of files with `ETag`,
 //! `X-Linked-Etag`, `X-Linked-Size` and `X-Repo-Commit`, and `Range`
-//! requests. It can be told to misbehave (truncate a body, answer 500, send
+//! requests; LFS files redirect to a `/cdn/SHA256` URL as on the hub. It can
+//! be told to misbehave (truncate a body, answer 500, send
 //! corrupt bytes, require a token) to test retries, resume and errors.
 //!
 //! It is written on `std::net` rather than a server crate because the tests
@@ -54,6 +55,9 @@ struct State {
     token: Option<String>,
     page_size: usize,
     hashes: HashMap<PathBuf, (String, String, u64)>,
+    /// Redirect LFS files to `/cdn/SHA256` as the hub does.
+    lfs_redirect: bool,
+    cdn: HashMap<String, PathBuf>,
 }
 
 /// A running server; it lives until the test process ends.
@@ -353,54 +357,41 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
         } else {
             h.push(("ETag".into(), format!("\"{oid}\"")));
         }
+        if is_lfs(&rel) && state.lock().unwrap().lfs_redirect {
+            // Like the hub: an LFS file redirects to its CDN URL, and the
+            // redirect carries the identity headers.
+            let host = headers.get("host").cloned().unwrap_or_default();
+            h.push((
+                "Location".into(),
+                format!("http://{host}/cdn/{sha256}?path={rel}"),
+            ));
+            state
+                .lock()
+                .unwrap()
+                .cdn
+                .insert(sha256.clone(), file.clone());
+            return write_response(&mut stream, 302, &h, &[], head_only, 0);
+        }
         if head_only {
             return write_response(&mut stream, 200, &h, &[], true, size as usize);
         }
-        let fault = {
-            let mut st = state.lock().unwrap();
-            let mut found = None;
-            for f in st.faults.iter_mut() {
-                if f.2 > 0 && rel.contains(&f.0) {
-                    f.2 -= 1;
-                    found = Some(f.1.clone());
-                    break;
-                }
-            }
-            found
+        return send_file(&mut stream, state, &file, &rel, seen.range.as_deref(), h);
+    }
+    // /cdn/SHA256?path=REL: where LFS redirects go.
+    if segs.len() == 2 && segs[0] == "cdn" {
+        let rel = query.strip_prefix("path=").unwrap_or_default().to_string();
+        let Some(file) = state.lock().unwrap().cdn.get(segs[1]).cloned() else {
+            return write_response(&mut stream, 404, &[], &[], head_only, 0);
         };
-        if let Some(Fault::Status(code)) = fault {
-            return write_response(&mut stream, code, &[], &[], false, 0);
+        let h = vec![
+            ("Accept-Ranges".to_string(), "bytes".to_string()),
+            ("ETag".to_string(), format!("\"cdn-{}\"", &segs[1][..8])),
+        ];
+        if head_only {
+            let size = std::fs::metadata(&file)?.len() as usize;
+            return write_response(&mut stream, 200, &h, &[], true, size);
         }
-        let mut data = Vec::new();
-        std::fs::File::open(&file)?.read_to_end(&mut data)?;
-        let mut status = 200;
-        let mut start = 0usize;
-        if let Some(r) = seen.range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
-            let from: usize = r.trim_end_matches('-').parse().unwrap_or(0);
-            if from >= data.len() {
-                return write_response(&mut stream, 416, &[], &[], false, 0);
-            }
-            start = from;
-            status = 206;
-            h.push((
-                "Content-Range".into(),
-                format!("bytes {from}-{}/{}", data.len() - 1, data.len()),
-            ));
-        }
-        let mut body = data[start..].to_vec();
-        let full = body.len();
-        match fault {
-            Some(Fault::Truncate(n)) => {
-                body.truncate(n.min(full));
-            }
-            Some(Fault::Corrupt) => {
-                for b in body.iter_mut().take(64) {
-                    *b ^= 0xff;
-                }
-            }
-            _ => {}
-        }
-        return write_response(&mut stream, status, &h, &body, false, full);
+        return send_file(&mut stream, state, &file, &rel, seen.range.as_deref(), h);
     }
     json(
         &mut stream,
@@ -408,6 +399,63 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
         &serde_json::json!({"error": "Not Found"}),
         vec![],
     )
+}
+
+/// Sends a file (or the range asked for), applying the first pending fault
+/// whose pattern `rel` contains.
+fn send_file(
+    stream: &mut TcpStream,
+    state: &Mutex<State>,
+    file: &Path,
+    rel: &str,
+    range: Option<&str>,
+    mut h: Vec<(String, String)>,
+) -> std::io::Result<()> {
+    let fault = {
+        let mut st = state.lock().unwrap();
+        let mut found = None;
+        for f in st.faults.iter_mut() {
+            if f.2 > 0 && rel.contains(f.0.as_str()) {
+                f.2 -= 1;
+                found = Some(f.1.clone());
+                break;
+            }
+        }
+        found
+    };
+    if let Some(Fault::Status(code)) = fault {
+        return write_response(stream, code, &[], &[], false, 0);
+    }
+    let mut data = Vec::new();
+    std::fs::File::open(file)?.read_to_end(&mut data)?;
+    let mut status = 200;
+    let mut start = 0usize;
+    if let Some(r) = range.and_then(|r| r.strip_prefix("bytes=")) {
+        let from: usize = r.trim_end_matches('-').parse().unwrap_or(0);
+        if from >= data.len() {
+            return write_response(stream, 416, &[], &[], false, 0);
+        }
+        start = from;
+        status = 206;
+        h.push((
+            "Content-Range".into(),
+            format!("bytes {from}-{}/{}", data.len() - 1, data.len()),
+        ));
+    }
+    let mut body = data[start..].to_vec();
+    let full = body.len();
+    match fault {
+        Some(Fault::Truncate(n)) => {
+            body.truncate(n.min(full));
+        }
+        Some(Fault::Corrupt) => {
+            for b in body.iter_mut().take(64) {
+                *b ^= 0xff;
+            }
+        }
+        _ => {}
+    }
+    write_response(stream, status, &h, &body, false, full)
 }
 
 /// The mirror folder (`shared/hf-mirror` beside the workspace), if present.
