@@ -334,11 +334,13 @@ impl Document {
                         out.push_str("</tbody></table>\n");
                     }
                     Block::Plot { title, svg, .. } => {
+                        // The chart draws its own caption; the label is for
+                        // screen readers.
                         let _ = writeln!(
                             out,
-                            "<figure>\n{}\n<figcaption>{}</figcaption>\n</figure>",
-                            svg.trim(),
-                            esc(title)
+                            "<figure aria-label=\"{}\">\n{}\n</figure>",
+                            attr(title),
+                            svg.trim()
                         );
                     }
                 }
@@ -371,7 +373,7 @@ tr.base td { color: #7a8294; font-style: italic; }
 td.pass { color: #116329; font-weight: 700; }
 td.fail { color: #b3261e; font-weight: 700; }
 td.warn { color: #9a6700; font-weight: 700; }
-code { font-family: ui-monospace, 'SFMono-Regular', Menlo, Consolas, monospace; font-size: 0.85em; background: #f1f3f6; padding: 0 0.2em; word-break: break-all; }
+code { font-family: ui-monospace, 'SFMono-Regular', Menlo, Consolas, monospace; font-size: 0.85em; background: #f1f3f6; padding: 0 0.2em; overflow-wrap: anywhere; }
 div.scroll { overflow-x: auto; }
 figure { margin: 1rem 0; }
 figure svg { max-width: 100%; height: auto; border: 1px solid #e3e6eb; }

@@ -52,23 +52,27 @@ fn range(values: impl Iterator<Item = f64>, pad_fraction: f64) -> (f64, f64) {
     (lo - span * pad_fraction, hi + span * pad_fraction)
 }
 
-/// A compact tick label.
+/// A compact tick label: SI suffixes for large values, trailing zeros
+/// trimmed (`20`, `2.05`, `0.125`), scientific for tiny ones.
 fn tick(v: f64) -> String {
     let a = v.abs();
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
     if a == 0.0 {
         "0".to_string()
     } else if a >= 1e9 {
-        format!("{:.1}G", v / 1e9)
+        format!("{}G", trim(format!("{:.2}", v / 1e9)))
     } else if a >= 1e6 {
-        format!("{:.1}M", v / 1e6)
+        format!("{}M", trim(format!("{:.2}", v / 1e6)))
     } else if a >= 1e4 {
-        format!("{:.0}k", v / 1e3)
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
+        format!("{}k", trim(format!("{:.1}", v / 1e3)))
     } else if a >= 1e-2 {
-        format!("{v:.3}")
+        trim(format!("{v:.3}"))
     } else {
         format!("{v:.1e}")
     }
@@ -173,6 +177,15 @@ mod tests {
             };
             assert!(line_svg(&plot, (300, 200)).is_ok());
         }
+    }
+
+    #[test]
+    fn ticks_are_compact() {
+        assert_eq!(tick(20.0), "20");
+        assert_eq!(tick(2.05), "2.05");
+        assert_eq!(tick(2_500_000.0), "2.5M");
+        assert_eq!(tick(15_000.0), "15k");
+        assert_eq!(tick(0.0004), "4.0e-4");
     }
 
     #[test]

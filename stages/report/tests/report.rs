@@ -620,6 +620,7 @@ fn html_renders_in_headless_chromium() {
         "the screenshot is blank ({differing} differing pixels)"
     );
     if let Ok(keep) = std::env::var("CRAM_REPORT_SCREENSHOT") {
-        std::fs::copy(&shot, keep).unwrap();
+        std::fs::copy(&shot, &keep).unwrap();
+        std::fs::copy(f.out.join("report.html"), format!("{keep}.html")).unwrap();
     }
 }
