@@ -52,6 +52,21 @@ impl GlueTokenizer {
         }
         tokenizer.with_padding(None);
         tokenizer
+            .with_truncation(None)
+            .map_err(|e| err(e.to_string()))?;
+        // The post-processor must frame inputs as BERT does; a byte-level or other template
+        // would silently feed the classifier a different first token.
+        let probe = tokenizer
+            .encode(("a", "b"), true)
+            .map_err(|e| err(e.to_string()))?;
+        let ids = probe.get_ids();
+        if ids.first() != Some(&cls_id) || ids.iter().filter(|&&t| t == sep_id).count() != 2 {
+            return Err(err(format!(
+                "its post-processor does not give `[CLS] a [SEP] b [SEP]` (a probe pair encodes to {ids:?}); \
+                 build the tokenizer with the BERT template"
+            )));
+        }
+        tokenizer
             .with_truncation(Some(TruncationParams {
                 direction: TruncationDirection::Right,
                 max_length,

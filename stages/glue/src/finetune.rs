@@ -300,6 +300,9 @@ pub fn run_task(
         }),
     )?;
 
+    let quick_run = params.max_train_examples.is_some()
+        || params.max_dev_examples.is_some()
+        || h.epochs < crate::params::MAX_RULE_EPOCHS;
     let summary = TaskSummary {
         task,
         metrics,
@@ -314,7 +317,7 @@ pub fn run_task(
         seconds: start.elapsed().as_secs_f64(),
         overrides: h.overrides.clone(),
         hyperparameters: h,
-        quick_run: params.quick_run(),
+        quick_run,
         device: format!("{device:?}"),
         seed,
         num_params,

@@ -455,6 +455,31 @@ fn encodes_pairs_with_the_template_and_truncates_longest_first() {
     assert_eq!(enc.ids[2].len(), 10);
     assert_eq!(&enc.ids[2][7..], &enc.ids[1][7..]);
     assert_eq!(enc.truncated, 1);
+
+    // A tokenizer.json without a post-processor gets the BERT template.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json["post_processor"] = serde_json::Value::Null;
+    let bare = tmp.path().join("bare.json");
+    std::fs::write(&bare, json.to_string()).unwrap();
+    let tok = GlueTokenizer::from_file(&bare, 10).unwrap();
+    assert_eq!(
+        tok.encode(&[ex("the cat sees a dog", Some("a dog"))])
+            .unwrap()
+            .ids[0],
+        enc.ids[1]
+    );
+    // One whose post-processor frames inputs otherwise is refused, naming the file.
+    json["post_processor"] = serde_json::json!({"type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {}});
+    std::fs::write(&bare, json.to_string()).unwrap();
+    let err = GlueTokenizer::from_file(&bare, 10).unwrap_err().to_string();
+    assert!(
+        err.contains("bare.json") && err.contains("[CLS] a [SEP] b [SEP]"),
+        "{err}"
+    );
 }
 
 /// Calibration run over every synthetic task (not part of CI: `cargo test -p cram-glue --
