@@ -161,6 +161,7 @@ pub struct ShardWriter {
     props: WriterProperties,
     current: Option<(PathBuf, ArrowWriter<File>)>,
     pending: Vec<u32>,
+    batch_rows: usize,
     rows: u64,
     shards: Vec<String>,
 }
@@ -198,6 +199,10 @@ impl ShardWriter {
             props,
             current: None,
             pending: Vec::with_capacity(BATCH_ROWS * seq_length),
+            // Small shards (tests) flush smaller batches so the size check
+            // after each batch can close them on time.
+            batch_rows: (shard_bytes / (seq_length * id_type.width()) as u64)
+                .clamp(1, BATCH_ROWS as u64) as usize,
             rows: 0,
             shards: Vec::new(),
         }
@@ -214,7 +219,7 @@ impl ShardWriter {
         debug_assert_eq!(row.len(), self.seq_length);
         self.pending.extend_from_slice(row);
         self.rows += 1;
-        if self.pending.len() >= BATCH_ROWS * self.seq_length {
+        if self.pending.len() >= self.batch_rows * self.seq_length {
             self.flush_batch()?;
         }
         Ok(())

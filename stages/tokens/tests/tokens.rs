@@ -61,6 +61,11 @@ const WORDS: &[&str] = &[
     "park",
 ];
 
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "mi", "ren", "tu", "sa", "vor", "ped", "qui", "ba", "nel", "dro", "fi", "gam",
+    "hu", "jet", "zo", "wex", "yal", "cor",
+];
+
 /// Deterministic English-like documents of 1–6 sentences.
 fn corpus(n: usize) -> Vec<String> {
     let mut state = 12345u64;
@@ -86,7 +91,17 @@ fn corpus(n: usize) -> Vec<String> {
                             doc.push(' ');
                         }
                     }
-                    let word = WORDS[next() % WORDS.len()];
+                    // Mostly common words, some made of random syllables so
+                    // that the corpus has enough distinct pieces to train on.
+                    let made;
+                    let word = if next() % 3 == 0 {
+                        made = (0..2 + next() % 2)
+                            .map(|_| SYLLABLES[next() % SYLLABLES.len()])
+                            .collect::<String>();
+                        made.as_str()
+                    } else {
+                        WORDS[next() % WORDS.len()]
+                    };
                     if w == 0 {
                         let mut c = word.chars();
                         let first = c.next().unwrap().to_uppercase().collect::<String>();
