@@ -356,13 +356,10 @@ fn glue_section(
             let mut row =
                 vec![Cell::text(format!("this run ({})", pipeline.name)).with_class("ours")];
             row.extend(score_cells(&ours, fmt::score));
-            let avg_text = match (average, glue.average_tasks) {
-                (Some(a), Some(n)) if n < 9.0 => {
-                    format!("{} ({} of 9)", fmt::score(a), fmt::int(n))
-                }
-                (Some(a), None) if count < 9 => format!("{} ({count} of 9)", fmt::score(a)),
-                (Some(a), _) => fmt::score(a),
-                (None, _) => "—".to_string(),
+            let avg_text = match average {
+                Some(a) if count < 9 => format!("{} ({count} of 9)", fmt::score(a)),
+                Some(a) => fmt::score(a),
+                None => "—".to_string(),
             };
             row.push(Cell::num(avg_text));
             rows.push(row);

@@ -289,8 +289,6 @@ pub struct Glue {
     pub average: Option<f64>,
     /// The accuracy-style average, as the stage computed it.
     pub average_acc: Option<f64>,
-    /// How many tasks the average covers.
-    pub average_tasks: Option<f64>,
     /// Whether quick-run limits were used.
     pub quick_run: bool,
     /// Why the run is outside the paper's rules, per the stage.
@@ -331,7 +329,6 @@ impl Glue {
             }
             glue.average = num(&s, "glue_average");
             glue.average_acc = num(&s, "glue_average_acc");
-            glue.average_tasks = num(&s, "glue_average_tasks");
             glue.quick_run = s.get("quick_run").and_then(Value::as_bool).unwrap_or(false);
             glue.outside_rules = s
                 .get("outside_rules")

@@ -157,7 +157,17 @@ fn md_spans(spans: &[Span]) -> String {
         .map(|s| match s {
             Span::Text(x) => md_text(x),
             Span::Code(x) => md_code(x),
-            Span::Strong(x) => format!("**{}**", md_text(x)),
+            Span::Strong(x) => {
+                // Markdown emphasis must not start or end with a space.
+                let inner = x.trim();
+                let lead = &x[..x.len() - x.trim_start().len()];
+                let trail = &x[x.trim_end().len()..];
+                if inner.is_empty() {
+                    x.clone()
+                } else {
+                    format!("{lead}**{}**{trail}", md_text(inner))
+                }
+            }
         })
         .collect()
 }

@@ -622,5 +622,6 @@ fn html_renders_in_headless_chromium() {
     if let Ok(keep) = std::env::var("CRAM_REPORT_SCREENSHOT") {
         std::fs::copy(&shot, &keep).unwrap();
         std::fs::copy(f.out.join("report.html"), format!("{keep}.html")).unwrap();
+        std::fs::copy(f.out.join("report.md"), format!("{keep}.md")).unwrap();
     }
 }
