@@ -353,7 +353,9 @@ fn resume_after_truncation_and_retry_after_500() {
         server
             .seen()
             .iter()
-            .any(|r| r.path.starts_with("/cdn/") && r.range.as_deref() == Some("bytes=10000-"))
+            .any(|r| r.path.starts_with("/cdn/") && r.range.as_deref() == Some("bytes=10000-")),
+        "{:?}",
+        server.seen()
     );
     assert_eq!(s.fetched_bytes, packed.len() as u64 + notes.size.unwrap());
     assert_eq!(s.documents, 2 + 20_000 / 7 + 1);

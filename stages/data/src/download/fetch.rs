@@ -335,13 +335,38 @@ impl Http {
                 have = 0;
             }
         }
-        let mut req = self.get(url).header("Accept-Encoding", "identity");
-        if have > 0 {
-            req = req.header("Range", format!("bytes={have}-"));
-        }
-        let mut resp = req
-            .call()
-            .map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
+        // Redirects (the hub sends LFS files to a CDN) are followed here
+        // rather than by ureq, so that every hop carries the `Range` header
+        // and the token goes to the hub endpoint only.
+        let mut target = url.to_string();
+        let mut hops = 0;
+        let mut resp = loop {
+            let mut req = self
+                .no_redirect
+                .get(&target)
+                .header("Accept-Encoding", "identity");
+            if let Some(auth) = self.auth_for(&target) {
+                req = req.header("Authorization", auth);
+            }
+            if have > 0 {
+                req = req.header("Range", format!("bytes={have}-"));
+            }
+            let resp = req
+                .call()
+                .map_err(|e| Attempt::Retry(format!("{target}: {e}")))?;
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match location {
+                Some(loc) if resp.status().is_redirection() && hops < 10 => {
+                    target = join_url(&target, &loc);
+                    hops += 1;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status().as_u16();
         let append = match status {
             206 => true,
@@ -390,6 +415,30 @@ impl Http {
             }
         }
         Ok(())
+    }
+}
+
+/// Resolves a `Location` header against the URL it came from.
+fn join_url(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_string();
+    }
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    if let Some(rest) = location.strip_prefix("//") {
+        return format!("{}{rest}", &base[..scheme_end]);
+    }
+    if location.starts_with('/') {
+        return format!("{}{location}", &base[..host_end]);
+    }
+    let path = base.split(['?', '#']).next().unwrap_or(base);
+    let dir_end = path.rfind('/').filter(|&i| i >= host_end).map(|i| i + 1);
+    match dir_end {
+        Some(i) => format!("{}{location}", &path[..i]),
+        None => format!("{}/{location}", &base[..host_end]),
     }
 }
 
@@ -558,6 +607,15 @@ impl<'a> Meter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joins_redirects() {
+        assert_eq!(join_url("https://h/a/b?x=1", "https://c/d"), "https://c/d");
+        assert_eq!(join_url("https://h/a/b?x=1", "/d/e"), "https://h/d/e");
+        assert_eq!(join_url("https://h/a/b", "c"), "https://h/a/c");
+        assert_eq!(join_url("https://h", "c"), "https://h/c");
+        assert_eq!(join_url("https://h/a", "//cdn/x"), "https://cdn/x");
+    }
 
     #[test]
     fn link_header() {

@@ -74,6 +74,7 @@ impl HubServer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             page_size: 1000,
+            lfs_redirect: true,
             ..State::default()
         }));
         let st = state.clone();
