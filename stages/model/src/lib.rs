@@ -20,6 +20,8 @@
 //! * [`names`] — the one table of tensor names;
 //! * [`device`] — [`select_device`].
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod classification;
 pub mod config;
