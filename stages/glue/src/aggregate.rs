@@ -173,3 +173,110 @@ pub fn aggregate(
     write_json(&out_dir.join("summary.json"), &summary)?;
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::TaskOverrides;
+
+    fn fake_summary(params: &GlueParams, task: GlueTask, metrics: &[(&str, f64)]) -> TaskSummary {
+        let h = params.for_task(task).unwrap();
+        TaskSummary {
+            task,
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            majority_baseline: metrics.iter().map(|(k, _)| (k.to_string(), 0.5)).collect(),
+            epochs: h.epochs,
+            steps: 10,
+            train_examples: 100,
+            train_truncated: 0,
+            dev_examples: 20,
+            dev_splits: BTreeMap::from([("validation".to_string(), 20)]),
+            final_train_loss: 0.3,
+            seconds: 2.0,
+            overrides: h.overrides.clone(),
+            hyperparameters: h,
+            quick_run: false,
+            device: "cpu".into(),
+            seed: 0,
+            num_params: 1,
+        }
+    }
+
+    #[test]
+    fn averages_the_nine_reference_numbers() {
+        let mut params = GlueParams::default();
+        params.overrides.insert(
+            "rte".into(),
+            TaskOverrides {
+                lr: Some(1e-4),
+                ..Default::default()
+            },
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let table: [(GlueTask, &[(&str, f64)]); 8] = [
+            (
+                GlueTask::Mnli,
+                &[("accuracy_matched", 0.80), ("accuracy_mismatched", 0.82)],
+            ),
+            (GlueTask::Qqp, &[("f1", 0.86), ("accuracy", 0.90)]),
+            (GlueTask::Qnli, &[("accuracy", 0.88)]),
+            (GlueTask::Sst2, &[("accuracy", 0.91)]),
+            (GlueTask::Cola, &[("matthews", 0.40)]),
+            (GlueTask::Stsb, &[("pearson", 0.84), ("spearman", 0.83)]),
+            (GlueTask::Mrpc, &[("f1", 0.87), ("accuracy", 0.81)]),
+            (GlueTask::Rte, &[("accuracy", 0.55)]),
+        ];
+        let mut dirs = Vec::new();
+        for (task, metrics) in table {
+            let dir = tmp.path().join(task.name());
+            std::fs::create_dir_all(&dir).unwrap();
+            write_json(
+                &dir.join("summary.json"),
+                &fake_summary(&params, task, metrics),
+            )
+            .unwrap();
+            dirs.push((task, dir));
+        }
+        let out = tmp.path().join("out");
+        let s = aggregate(&params, &dirs, &out).unwrap();
+        let nine = [0.80, 0.82, 0.86, 0.88, 0.91, 0.40, 0.84, 0.87, 0.55];
+        let nine_acc = [0.80, 0.82, 0.90, 0.88, 0.91, 0.40, 0.84, 0.81, 0.55];
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} != {b}");
+        close(s.glue_average.unwrap(), nine.iter().sum::<f64>() / 9.0);
+        close(
+            s.glue_average_acc.unwrap(),
+            nine_acc.iter().sum::<f64>() / 9.0,
+        );
+        close(s.majority_glue_average.unwrap(), 0.5);
+        assert_eq!(s.glue_average_tasks.len(), 9);
+        assert_eq!(s.tasks.len(), 8);
+        close(s.fine_tune_seconds, 16.0);
+        assert!(!s.quick_run);
+        assert_eq!(s.outside_rules.len(), 1, "{:?}", s.outside_rules);
+        assert!(s.outside_rules[0].starts_with("rte: per-task"));
+        assert_eq!(s.tasks["rte"].overrides, ["lr = 0.0001"]);
+        let written: GlueSummary = read_json(&out.join("summary.json")).unwrap();
+        assert_eq!(written, s);
+    }
+
+    #[test]
+    fn every_parameter_has_help_text() {
+        let schema = serde_json::to_value(schemars::schema_for!(GlueParams)).unwrap();
+        let props = schema["properties"].as_object().unwrap();
+        assert!(props.len() >= 16);
+        for (name, p) in props {
+            assert!(
+                p["description"].is_string(),
+                "GlueParams.{name} has no doc comment"
+            );
+        }
+        let schema =
+            serde_json::to_value(schemars::schema_for!(crate::SyntheticGlueParams)).unwrap();
+        for (name, p) in schema["properties"].as_object().unwrap() {
+            assert!(
+                p["description"].is_string(),
+                "SyntheticGlueParams.{name} has no doc comment"
+            );
+        }
+    }
+}
