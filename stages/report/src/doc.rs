@@ -409,6 +409,7 @@ mod tests {
             }],
         };
         let md = doc.to_markdown();
+        assert_eq!(md_spans(&[b("Bold. "), t("x")]), "**Bold.** x");
         assert!(md.contains("# a \\<b\\> & c"));
         assert!(md.contains("| 1 \\| 2 \\<i\\> |"));
         assert!(md.contains("``p`q``"));

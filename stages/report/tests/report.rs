@@ -371,6 +371,19 @@ fn rules_catch_glue_data_in_pretraining_commands_and_overrides() {
     s["tasks"]["cola"]["epochs"] = json!(10);
     s["tasks"]["cola"]["overrides"] = json!({"lr": 1e-4});
     write_json(&agg, "summary.json", &s);
+    // Pretraining ran well past its budget, on two devices.
+    let pre = f
+        .records
+        .iter()
+        .find(|r| r.kind == "pretrain")
+        .unwrap()
+        .out_dir
+        .clone();
+    let mut p: Value =
+        serde_json::from_str(&std::fs::read_to_string(pre.join("summary.json")).unwrap()).unwrap();
+    p["wall_seconds"] = json!(200.0);
+    p["device"] = json!("cuda:0,cuda:1");
+    write_json(&pre, "summary.json", &p);
     let summary = run_report(
         &ReportParams::default(),
         &f.pipeline,
@@ -397,6 +410,14 @@ fn rules_catch_glue_data_in_pretraining_commands_and_overrides() {
     assert_eq!(glue.status, RuleStatus::Fail);
     assert!(glue.reason.contains("10 epochs") && glue.reason.contains("overrides"));
     assert_eq!(rule("Full-size").status, RuleStatus::Pass);
+    let budget = rule("Pretraining within");
+    assert_eq!(budget.status, RuleStatus::Fail);
+    assert!(
+        budget.reason.contains("past its 2 min 00 s budget")
+            && budget.reason.contains("several devices"),
+        "{}",
+        budget.reason
+    );
     assert!(!summary.comparable_to_paper);
 }
 
