@@ -1,6 +1,16 @@
-//! Data stages of `cram`: the documents format shared by every text stage
-//! ([`documents`]), the `download` kind (hub, URLs, local files) and the
-//! `synthetic` kind (English-like documents for offline pipelines).
+//! Data stages of `cram`.
+//!
+//! * [`documents`]: the documents artifact every text stage reads and
+//!   writes (Parquet shards `part-NNNNN.parquet`, one `text: Utf8` column,
+//!   zstd) with a streaming reader and a sharding writer.
+//! * [`download`]: the `download` kind. The engine calls
+//!   [`resolve_source`] (lists files and their revision/sha256/size without
+//!   downloading; hash it into the cache key), then [`run_download`] with a
+//!   download cache folder it owns (files named by content hash).
+//! * [`synthetic`]: the `synthetic` kind, English-like documents from a
+//!   seed for offline pipelines ([`run_synthetic`]).
+
+#![warn(missing_docs)]
 
 pub mod documents;
 pub mod download;
