@@ -213,9 +213,10 @@ fn tiny_model_learns_synthetic_sst2_and_its_checkpoint_reproduces_predictions() 
         pred
     );
 
-    // STS-B: a regression head, float predictions; one quick epoch.
+    // STS-B: a regression head, float predictions; dropout off (gradients must still flow).
     let stsb_params = GlueParams {
-        epochs: 1,
+        epochs: 2,
+        dropout: false,
         max_train_examples: Some(96),
         ..quick_params(GlueTask::Stsb)
     };
@@ -231,6 +232,19 @@ fn tiny_model_learns_synthetic_sst2_and_its_checkpoint_reproduces_predictions() 
     )
     .unwrap();
     assert_eq!(stsb.train_examples, 96);
+    let epochs = std::fs::read_to_string(stsb_out.join("epochs.jsonl")).unwrap();
+    let losses: Vec<f64> = epochs
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        losses[1] < losses[0],
+        "training without dropout does not learn: {losses:?}"
+    );
     assert_eq!(
         stsb.metrics.keys().collect::<Vec<_>>(),
         ["pearson", "spearman"]
