@@ -1,7 +1,7 @@
 //! The masked-language model: encoder + tied decoder, sparse prediction (facts 5-6).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{gelu, log_softmax};
+use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::ModelConfig;
@@ -179,6 +179,13 @@ pub fn labelled_rows(labels: &[i64]) -> (Vec<i64>, Vec<i64>) {
 }
 
 /// Mean cross-entropy of `logits [M, C]` against `targets [M, 1]`, shape `[1]`.
+///
+/// Computed as `mean(logsumexp(x) - x[target])` with a detached max shift: unlike gathering
+/// from a full `log_softmax`, this never materialises the `[M, C]` log-probabilities, which
+/// saves a full pass forward and backward over the (large) vocabulary logits.
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<1> {
-    log_softmax(logits, 1).gather(1, targets).mean().neg()
+    let max = logits.clone().detach().max_dim(1);
+    let picked = logits.clone().gather(1, targets);
+    let lse = (logits - max.clone()).exp().sum_dim(1).log() + max;
+    (lse - picked).mean()
 }
