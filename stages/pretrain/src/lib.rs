@@ -37,6 +37,8 @@
 //! println!("{} steps, final loss {:?}", summary.steps, summary.final_loss);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod collator;
 pub mod data;
