@@ -33,13 +33,15 @@ fn main() {
     let per_row = (0.25 * seq as f64).round() as usize;
     let mut timed = 0.0;
     for step in 0..steps + 2 {
-        let ids: Vec<i64> = (0..batch * seq)
-            .map(|_| rng.random_range(1..config.vocab_size as i64))
+        let mut ids: Vec<i64> = (0..batch * seq)
+            .map(|_| rng.random_range(5..config.vocab_size as i64))
             .collect();
         let mut labels = vec![cram_model::IGNORE_INDEX; batch * seq];
         for b in 0..batch {
             for s in rand::seq::index::sample(&mut rng, seq, per_row) {
                 labels[b * seq + s] = ids[b * seq + s];
+                // Hide the target as the collator does (id 4 stands in for [MASK]).
+                ids[b * seq + s] = 4;
             }
         }
         let t0 = Instant::now();
