@@ -9,7 +9,8 @@
 //! valid UTF-8. The remaining pieces of a document are concatenated as they
 //! are (as the reference does); documents left with fewer than `min_chars`
 //! characters are dropped. See [`crate::suffix`] for the algorithm and its
-//! memory (≈ 1.25 bytes per input byte plus 4 bytes per byte of one part).
+//! memory (≈ 1.25 bytes per input byte plus 4 bytes per byte of each part
+//! being built, one per thread).
 
 use std::path::{Path, PathBuf};
 
@@ -41,8 +42,9 @@ pub struct DedupParams {
     /// documents that became empty; 0: keep them).
     pub min_chars: u64,
     /// Largest part, in MiB, whose suffix array is built at once (4 bytes
-    /// per byte while it is built); larger corpora are split into parts
-    /// whose suffix arrays are merged. Memory ≈ 1.25 × corpus + 4 × part.
+    /// per byte while it is built, one part per thread in parallel); larger
+    /// corpora are split into parts whose suffix arrays are merged. Memory ≈
+    /// 1.25 × corpus + 4 × threads × part.
     pub part_mb: usize,
     /// Number of most repeated spans listed in the summary.
     pub report_top: usize,
@@ -54,7 +56,7 @@ impl Default for DedupParams {
             min_length: 100,
             keep: Keep::None,
             min_chars: 1,
-            part_mb: 16,
+            part_mb: 8,
             report_top: 20,
         }
     }
@@ -92,7 +94,7 @@ pub struct DedupSummary {
     /// Parts the suffix array was built in.
     pub parts: usize,
     /// Estimated memory of the suffix-array pass in bytes (text, bitmaps,
-    /// one part's suffix array).
+    /// the suffix arrays built at once, one per thread).
     pub memory_estimate_bytes: u64,
     /// That estimate per input byte.
     pub memory_bytes_per_input_byte: f64,
@@ -263,7 +265,12 @@ pub fn run_dedup(
     let written = writer.finish()?;
     let seconds_write = t2.elapsed().as_secs_f64();
 
-    let memory = memory_estimate(corpus.len(), part_bytes, params.min_length);
+    let memory = memory_estimate(
+        corpus.len(),
+        part_bytes,
+        params.min_length,
+        rayon::current_num_threads(),
+    );
     let summary = DedupSummary {
         documents_in: corpus.documents() as u64,
         bytes_in: corpus.len() as u64,

@@ -24,8 +24,8 @@
 //!
 //! The window starts are split by position into parts of at most
 //! `part_bytes`. Each part's text (extended by `L - 1` bytes, so every window
-//! starting in it is complete) gets its suffix array from `libsais` (SA-IS,
-//! multi-threaded with OpenMP), 4 bytes per byte while it is built; the
+//! starting in it is complete) gets its suffix array from `libsais` (SA-IS;
+//! one part per thread, in parallel), 4 bytes per byte while it is built; the
 //! window starts of the part, in suffix order, are then written to a scratch
 //! file as `u32` (4 bytes per window start) and the array is freed. Restricted
 //! to window starts, a part's suffix order is also sorted by `L`-byte windows.
@@ -36,7 +36,9 @@
 //!
 //! Memory: the text (1 byte per input byte), two bitmaps (window starts and
 //! marks, 1/8 byte each), and `4 × (part_bytes + L)` bytes for the suffix
-//! array of one part; the merge streams with 64 KiB buffers per part.
+//! array of each part being built (one per thread); the merge streams with
+//! 64 KiB buffers per part and thread. So about
+//! `1.25 × corpus + 4 × threads × part_bytes` bytes, see [`memory_estimate`].
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -48,7 +50,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
-use libsais::{SuffixArrayConstruction, ThreadCount};
+use libsais::SuffixArrayConstruction;
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -192,6 +194,10 @@ pub struct Duplicates {
     pub groups: u64,
     /// Number of parts the suffix array was built in.
     pub parts: usize,
+    /// Seconds spent building the parts' suffix arrays.
+    pub seconds_suffix_arrays: f64,
+    /// Seconds spent merging and scanning them.
+    pub seconds_merge: f64,
     /// Candidates for the most repeated windows: (count, first position),
     /// only left-maximal groups (see [`find_duplicates`]).
     top: Vec<(u64, usize)>,
@@ -286,10 +292,12 @@ fn display_window(bytes: &[u8]) -> String {
 }
 
 /// Memory the pass needs for a corpus of `bytes` bytes: text, bitmaps and
-/// one part's suffix array (see the module documentation).
-pub fn memory_estimate(bytes: usize, part_bytes: usize, min_length: usize) -> u64 {
+/// the suffix arrays built at once, one per thread (see the module
+/// documentation).
+pub fn memory_estimate(bytes: usize, part_bytes: usize, min_length: usize, threads: usize) -> u64 {
+    let parts = bytes.div_ceil(part_bytes.max(1)).clamp(1, threads.max(1));
     let part = part_bytes.min(bytes) + min_length;
-    (bytes + bytes / 4 + 4 * part) as u64
+    (bytes + bytes / 4 + 4 * part * parts) as u64
 }
 
 /// Finds the duplicated windows of length `min_length` of `corpus` (see the
@@ -332,46 +340,59 @@ pub fn find_duplicates(
     progress.set_length(parts.len() as u64 + 1);
     progress.set_position(0);
     let threads = rayon::current_num_threads().max(1);
-    let sais_threads = u16::try_from(threads).unwrap_or(u16::MAX);
+    progress.set_message(format!("suffix arrays of {} parts", parts.len()));
 
     // 1. One suffix array per part, reduced to the part's window starts.
-    let mut sources = Vec::with_capacity(parts.len());
-    for (k, part) in parts.iter().enumerate() {
-        progress.set_message(format!("suffix array of part {} of {}", k + 1, parts.len()));
-        let sa = part_suffix_array(text, part, k, min_length, sais_threads)?;
-        let local_starts = sa.iter().map(|&local| local as u32).filter(|&local| {
-            (local as usize) < part.len() && starts.get(part.start + local as usize)
-        });
-        if parts.len() == 1 {
-            sources.push(Source::Memory {
-                starts: local_starts.collect(),
-                base: part.start,
+    // Parts are built concurrently, one per rayon thread, each with the
+    // single-threaded libsais: OpenMP's multi-threaded mode spins at its
+    // barriers and slowed down ten-fold on a machine busy with other work,
+    // while independent parts scale the same on an idle one. At most one
+    // suffix array per thread is alive at a time.
+    let t0 = std::time::Instant::now();
+    let single = parts.len() == 1;
+    let sources: Vec<Source> = parts
+        .par_iter()
+        .enumerate()
+        .map(|(k, part)| {
+            let mut sa = part_suffix_array(text, part, k, min_length)?;
+            sa.retain(|&local| {
+                (local as usize) < part.len() && starts.get(part.start + local as usize)
             });
-        } else {
-            let path = scratch.join(format!("part-{k:05}.sa"));
-            let io = |source| SuffixError::Scratch {
-                path: path.clone(),
-                source,
+            let source = if single {
+                sa.shrink_to_fit();
+                Source::Memory {
+                    starts: sa,
+                    base: part.start,
+                }
+            } else {
+                let path = scratch.join(format!("part-{k:05}.sa"));
+                let io = |source| SuffixError::Scratch {
+                    path: path.clone(),
+                    source,
+                };
+                let mut w = BufWriter::with_capacity(1 << 16, File::create(&path).map_err(io)?);
+                for &local in &sa {
+                    w.write_all(&(local as u32).to_le_bytes()).map_err(io)?;
+                }
+                w.flush().map_err(io)?;
+                let count = sa.len() as u64;
+                drop(sa);
+                let file = File::open(&path).map_err(io)?;
+                Source::File {
+                    path,
+                    file,
+                    base: part.start,
+                    count,
+                }
             };
-            let mut w = BufWriter::with_capacity(1 << 16, File::create(&path).map_err(io)?);
-            let mut count = 0u64;
-            for local in local_starts {
-                w.write_all(&local.to_le_bytes()).map_err(io)?;
-                count += 1;
-            }
-            w.flush().map_err(io)?;
-            let file = File::open(&path).map_err(io)?;
-            sources.push(Source::File {
-                path,
-                file,
-                base: part.start,
-                count,
-            });
-        }
-        progress.inc(1);
-    }
+            progress.inc(1);
+            Ok(source)
+        })
+        .collect::<Result<_, SuffixError>>()?;
 
     // 2. Split the window space between the threads, merge and scan.
+    let seconds_suffix_arrays = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
     progress.set_message(format!(
         "merging and scanning {} suffix arrays",
         parts.len()
@@ -396,7 +417,7 @@ pub fn find_duplicates(
             for (source, c) in sources.iter().zip(&cuts) {
                 readers.push(source.reader(c[t]..c[t + 1])?);
             }
-            merge(&window, readers, |p| scan.push(p))?;
+            merge(text, &window, readers, |p| scan.push(p))?;
             Ok(scan.finish())
         })
         .collect();
@@ -415,6 +436,8 @@ pub fn find_duplicates(
         duplicated_windows: totals.duplicated_windows,
         groups: totals.groups,
         parts: parts.len(),
+        seconds_suffix_arrays,
+        seconds_merge: t1.elapsed().as_secs_f64(),
         top: totals.top,
     })
 }
@@ -426,32 +449,26 @@ fn part_suffix_array(
     part: &Range<usize>,
     index: usize,
     min_length: usize,
-    threads: u16,
 ) -> Result<Vec<i32>, SuffixError> {
     let end = (part.end + min_length - 1).min(text.len());
-    let slice = &text[part.start..end];
-    let construction = SuffixArrayConstruction::for_text(slice).in_owned_buffer32();
-    let result = if threads > 1 {
-        construction
-            .multi_threaded(ThreadCount::fixed(threads))
-            .run()
-            .map(|r| r.into_vec())
-    } else {
-        construction.single_threaded().run().map(|r| r.into_vec())
-    };
-    result.map_err(|e| SuffixError::Construction {
-        part: index,
-        start: part.start,
-        end,
-        message: format!("{e:?}"),
-    })
+    SuffixArrayConstruction::for_text(&text[part.start..end])
+        .in_owned_buffer32()
+        .single_threaded()
+        .run()
+        .map(|r| r.into_vec())
+        .map_err(|e| SuffixError::Construction {
+            part: index,
+            start: part.start,
+            end,
+            message: format!("{e:?}"),
+        })
 }
 
 /// The window starts of one part in window order: in memory (single part)
 /// or in a scratch file of little-endian `u32` offsets from `base`.
 enum Source {
     Memory {
-        starts: Vec<u32>,
+        starts: Vec<i32>,
         base: usize,
     },
     File {
@@ -473,7 +490,7 @@ impl Source {
     /// Position of the `i`-th window start.
     fn get(&self, i: u64) -> Result<usize, SuffixError> {
         match self {
-            Source::Memory { starts, base } => Ok(base + starts[i as usize] as usize),
+            Source::Memory { starts, base } => Ok(base + starts[i as usize] as u32 as usize),
             Source::File {
                 path, file, base, ..
             } => {
@@ -533,10 +550,33 @@ impl Source {
     }
 }
 
+/// How many window starts ahead a reader asks the CPU to fetch the text of:
+/// the merge visits text at random places, so it is bound by memory latency
+/// unless the next windows are already on their way to the cache.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Hints the CPU to load the cache line of `text[p]` (no effect off x86-64).
+#[inline(always)]
+fn prefetch(text: &[u8], p: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if p < text.len() {
+        // SAFETY: `p` is in bounds, and a prefetch is only a hint: it never
+        // faults and has no visible effect on memory.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                text.as_ptr().add(p).cast::<i8>(),
+                std::arch::x86_64::_MM_HINT_T0,
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (text, p);
+}
+
 /// Streams window starts from a [`Source`].
 enum Reader<'s> {
     Memory {
-        starts: &'s [u32],
+        starts: &'s [i32],
         base: usize,
     },
     File {
@@ -550,12 +590,15 @@ enum Reader<'s> {
 }
 
 impl Reader<'_> {
-    fn next(&mut self) -> Result<Option<usize>, SuffixError> {
+    fn next(&mut self, text: &[u8]) -> Result<Option<usize>, SuffixError> {
         match self {
             Reader::Memory { starts, base } => match starts.split_first() {
                 Some((&first, rest)) => {
+                    if let Some(&ahead) = rest.get(PREFETCH_AHEAD) {
+                        prefetch(text, *base + ahead as u32 as usize);
+                    }
                     *starts = rest;
-                    Ok(Some(*base + first as usize))
+                    Ok(Some(*base + first as u32 as usize))
                 }
                 None => Ok(None),
             },
@@ -584,6 +627,13 @@ impl Reader<'_> {
                 }
                 let b = &buffer[*at..*at + 4];
                 *at += 4;
+                if let Some(a) = buffer.get(*at + 4 * PREFETCH_AHEAD..*at + 4 * PREFETCH_AHEAD + 4)
+                {
+                    prefetch(
+                        text,
+                        *base + u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as usize,
+                    );
+                }
                 Ok(Some(
                     *base + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
                 ))
@@ -659,19 +709,20 @@ impl Ord for Head<'_> {
 /// k-way merge of the readers by window; calls `visit` with every window
 /// start in window order.
 fn merge<'t>(
+    text: &[u8],
     window: &impl Fn(usize) -> &'t [u8],
     mut readers: Vec<Reader<'_>>,
     mut visit: impl FnMut(usize),
 ) -> Result<(), SuffixError> {
     if readers.len() == 1 {
-        while let Some(p) = readers[0].next()? {
+        while let Some(p) = readers[0].next(text)? {
             visit(p);
         }
         return Ok(());
     }
     let mut heap = BinaryHeap::with_capacity(readers.len());
     for (i, r) in readers.iter_mut().enumerate() {
-        if let Some(pos) = r.next()? {
+        if let Some(pos) = r.next(text)? {
             heap.push(Head {
                 window: window(pos),
                 pos,
@@ -681,7 +732,7 @@ fn merge<'t>(
     }
     while let Some(mut top) = heap.peek_mut() {
         visit(top.pos);
-        match readers[top.reader].next()? {
+        match readers[top.reader].next(text)? {
             Some(pos) => {
                 top.window = window(pos);
                 top.pos = pos;
@@ -761,6 +812,9 @@ impl<'a> Scan<'a> {
             self.count += 1;
             if self.count == 2 {
                 self.marked.set(self.first);
+                // Looked up only for repeated windows (a random access).
+                self.first_before = self.before(self.first);
+                self.left_maximal = self.first_before.is_none();
             }
             self.marked.set(p);
             self.min_pos = self.min_pos.min(p);
@@ -774,8 +828,6 @@ impl<'a> Scan<'a> {
             self.first = p;
             self.min_pos = p;
             self.count = 1;
-            self.first_before = self.before(p);
-            self.left_maximal = self.first_before.is_none();
         }
     }
 
