@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Instant;
 
+use cram_tokens::fast::FastWordPiece;
 use cram_tokens::pack::encode_documents;
 use cram_tokens::{
     PackParams, RowOrdering, TokenizerParams, load_tokenizer, run_pack, run_tokenizer, special_ids,
@@ -52,7 +53,7 @@ fn main() {
             .map(|n| std::fs::metadata(out.join(n)).map(|m| m.len()).unwrap_or(0))
             .sum();
         println!(
-            "pack {ordering:?}: {:.2} s, {:.2} MB/s in ({:.2}x python's {PYTHON_MB_S}), {:.0} rows/s out, {} rows, \
+            "pack {ordering:?} (fast path: {fast_wordpiece}): {:.2} s, {:.2} MB/s in ({:.2}x python's {PYTHON_MB_S}), {:.0} rows/s out, {} rows, \
              {} tokens, unk {:.5}, {:.2} bytes/token on disk, peak RSS {:.0} MiB",
             summary.seconds,
             summary.mb_per_second,

@@ -12,6 +12,7 @@
 //! * [`sequences`]: the packed-rows format and its streaming reader
 //!   ([`read_sequences`], [`read_sequences_summary`]) for the pretrain stage.
 
+pub mod fast;
 pub mod pack;
 pub mod sequences;
 pub mod tokenizer;

@@ -44,6 +44,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::fast::FastWordPiece;
 use crate::sequences::{DEFAULT_SHARD_BYTES, IdType, SequencesError, ShardWriter};
 use crate::tokenizer::{TOKENIZER_FILE, TokenizerError, load_tokenizer, special_ids};
 
@@ -81,6 +82,11 @@ pub struct PackParams {
     /// Memory budget of one shuffle bucket for `randomized` (bytes of packed
     /// ids held at once).
     pub shuffle_memory_bytes: u64,
+    /// Encode with the hand-written WordPiece fast path when the tokenizer
+    /// is the default WordPiece configuration (same ids as `tokenizers`,
+    /// checked by the `pack` benchmark on the enwiki sample); `false`
+    /// always uses the library.
+    pub fast_wordpiece: bool,
 }
 
 impl Default for PackParams {
@@ -91,6 +97,7 @@ impl Default for PackParams {
             max_sequences: None,
             shard_bytes: DEFAULT_SHARD_BYTES,
             shuffle_memory_bytes: 1 << 30,
+            fast_wordpiece: true,
         }
     }
 }
@@ -128,6 +135,8 @@ pub struct PackSummary {
     pub pad_id: u32,
     /// Id of the `"."` token the curriculum counts (if the vocabulary has it).
     pub period_id: Option<u32>,
+    /// Whether the hand-written WordPiece fast path encoded.
+    pub fast_wordpiece: bool,
     /// Wall-clock seconds of the stage.
     pub seconds: f64,
     /// Megabytes (10^6) of text encoded per second of the stage.
@@ -214,11 +223,13 @@ fn packing_tokenizer(path: &Path) -> Result<Tokenizer, PackError> {
 }
 
 /// Encodes a batch of documents in parallel (rayon): ids without special
-/// tokens, each followed by `sep`. Returns the token lists (with `[SEP]`)
+/// tokens, each followed by `sep`; with `fast`, through the hand-written
+/// encoder (identical ids, see [`crate::fast`]). Returns the token lists (with `[SEP]`)
 /// and the number of `[UNK]` tokens. `first` is the index of the first
 /// document, for error messages.
 pub fn encode_documents(
     tokenizer: &Tokenizer,
+    fast: Option<&FastWordPiece>,
     texts: &[String],
     sep: u32,
     unk: u32,
@@ -230,16 +241,20 @@ pub fn encode_documents(
         .enumerate()
         .map(|(i, text)| {
             let document = first + i as u64;
-            let enc =
-                tokenizer
+            let mut raw = Vec::with_capacity(text.len() / 3 + 1);
+            match fast {
+                Some(fast) => fast.encode(tokenizer, text, &mut raw),
+                None => tokenizer
                     .encode_fast(text.as_str(), false)
-                    .map_err(|e| PackError::Encode {
-                        document,
-                        message: e.to_string(),
-                    })?;
-            let mut ids = Vec::with_capacity(enc.len() + 1);
+                    .map(|e| raw.extend_from_slice(e.get_ids())),
+            }
+            .map_err(|e| PackError::Encode {
+                document,
+                message: e.to_string(),
+            })?;
+            let mut ids = Vec::with_capacity(raw.len() + 1);
             let mut unks = 0u64;
-            for &id in enc.get_ids() {
+            for &id in &raw {
                 if id > max_id {
                     return Err(PackError::IdOverflow {
                         document,
@@ -519,6 +534,11 @@ pub fn run_pack(
         .ok()
         .and_then(|e| e.get_ids().first().copied())
         .filter(|&id| id != ids.unk);
+    let fast = if params.fast_wordpiece {
+        FastWordPiece::new(&tokenizer)
+    } else {
+        None
+    };
     let seq_length = params.seq_length;
     let limit = params.max_sequences.unwrap_or(u64::MAX);
     let total_documents = cram_data::documents::count_documents(documents_dir)?;
@@ -572,6 +592,7 @@ pub fn run_pack(
                 let batch = batch?;
                 let (encoded, batch_unks) = encode_documents(
                     &tokenizer,
+                    fast.as_ref(),
                     &batch,
                     ids.sep,
                     ids.unk,
@@ -679,6 +700,7 @@ pub fn run_pack(
         sep_id: ids.sep,
         pad_id: ids.pad,
         period_id: period,
+        fast_wordpiece: fast.is_some(),
         seconds,
         mb_per_second: if seconds > 0.0 {
             text_bytes as f64 / 1e6 / seconds

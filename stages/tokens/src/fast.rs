@@ -1,0 +1,168 @@
+//! A faster encoder for the default tokenizer configuration, used by `pack`.
+//!
+//! Hand-written because `tokenizers`' general pipeline tracks offsets and
+//! alignments and allocates a `String` per token and per WordPiece lookup,
+//! which is most of the packing time. It applies only when the tokenizer is
+//! exactly the `tokenizer` kind's default WordPiece (lowercase, strip accents,
+//! force English keyboard, `Whitespace` pre-tokenizer, `##` prefix, only the
+//! five special tokens added); otherwise [`FastWordPiece::new`] returns
+//! `None` and the library encodes.
+//!
+//! Per document: if it contains a special token's text, the library encodes
+//! it (added tokens are matched before normalisation). Otherwise the
+//! normalised text is computed (for pure-ASCII text, the whole normaliser
+//! reduces to ` `` `/`''` → `"` and ASCII lowercase; other text goes through
+//! the library's normaliser, whose result is ASCII), split like the
+//! `Whitespace` pre-tokenizer (`\w+|[^\w\s]+`, ASCII classes since the text
+//! is ASCII), and each word matched greedily longest-first against the
+//! vocabulary exactly as `tokenizers`' WordPiece does. The benchmark
+//! `benches/pack.rs` checks id-for-id equality with the library on the whole
+//! enwiki sample.
+
+use std::collections::HashMap;
+
+use tokenizers::models::ModelWrapper;
+use tokenizers::{NormalizedString, Normalizer, Tokenizer};
+
+use crate::tokenizer::{SPECIAL_TOKENS, TokenizerParams, normalizer};
+
+/// The fast encoder (see the module docs).
+#[derive(Debug, Clone)]
+pub struct FastWordPiece {
+    vocab: HashMap<String, u32>,
+    unk: u32,
+    max_chars: usize,
+}
+
+/// Character classes of the `Whitespace` pre-tokenizer on ASCII.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Word,
+    Space,
+    Punct,
+}
+
+fn class(b: u8) -> Class {
+    if b.is_ascii_alphanumeric() || b == b'_' {
+        Class::Word
+    } else if matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ') {
+        Class::Space
+    } else {
+        Class::Punct
+    }
+}
+
+impl FastWordPiece {
+    /// Builds the fast encoder if `tokenizer` has the supported
+    /// configuration, `None` otherwise.
+    pub fn new(tokenizer: &Tokenizer) -> Option<FastWordPiece> {
+        let expected = normalizer(&TokenizerParams::default()).ok()?;
+        let ours = serde_json::to_value(tokenizer.get_normalizer()?).ok()?;
+        if ours != serde_json::to_value(&expected).ok()? {
+            return None;
+        }
+        let pre = serde_json::to_value(tokenizer.get_pre_tokenizer()?).ok()?;
+        if pre != serde_json::json!({"type": "Whitespace"}) {
+            return None;
+        }
+        let ModelWrapper::WordPiece(wp) = tokenizer.get_model() else {
+            return None;
+        };
+        if wp.continuing_subword_prefix != "##" {
+            return None;
+        }
+        let added = tokenizer.get_added_tokens_decoder();
+        if added.len() != SPECIAL_TOKENS.len()
+            || added
+                .values()
+                .any(|t| !SPECIAL_TOKENS.contains(&t.content.as_str()))
+        {
+            return None;
+        }
+        let vocab: HashMap<String, u32> = tokenizers::Model::get_vocab(wp).into_iter().collect();
+        let unk = *vocab.get(&wp.unk_token)?;
+        Some(FastWordPiece {
+            vocab,
+            unk,
+            max_chars: wp.max_input_chars_per_word,
+        })
+    }
+
+    /// Appends the ids of `text` (no special tokens) to `out`, as
+    /// `tokenizer.encode_fast(text, false)` would give them.
+    pub fn encode(
+        &self,
+        tokenizer: &Tokenizer,
+        text: &str,
+        out: &mut Vec<u32>,
+    ) -> tokenizers::Result<()> {
+        if text.contains('[') && SPECIAL_TOKENS.iter().any(|s| text.contains(s)) {
+            out.extend_from_slice(tokenizer.encode_fast(text, false)?.get_ids());
+            return Ok(());
+        }
+        let normalized: String = if text.is_ascii() {
+            let mut s = text.replace("``", "\"").replace("''", "\"");
+            s.make_ascii_lowercase();
+            s
+        } else {
+            let mut n = NormalizedString::from(text);
+            tokenizer
+                .get_normalizer()
+                .expect("checked in new")
+                .normalize(&mut n)?;
+            n.get().to_string()
+        };
+        let bytes = normalized.as_bytes();
+        let mut buf = String::with_capacity(64);
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = class(bytes[i]);
+            let mut j = i + 1;
+            while j < bytes.len() && class(bytes[j]) == c {
+                j += 1;
+            }
+            if c != Class::Space {
+                self.word(&normalized[i..j], &mut buf, out);
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Greedy longest-match-first WordPiece of one ASCII word.
+    fn word(&self, word: &str, buf: &mut String, out: &mut Vec<u32>) {
+        if word.len() > self.max_chars {
+            out.push(self.unk);
+            return;
+        }
+        let mark = out.len();
+        let mut start = 0;
+        while start < word.len() {
+            let mut end = word.len();
+            let mut found = None;
+            while start < end {
+                buf.clear();
+                if start > 0 {
+                    buf.push_str("##");
+                }
+                buf.push_str(&word[start..end]);
+                if let Some(&id) = self.vocab.get(buf.as_str()) {
+                    found = Some(id);
+                    break;
+                }
+                end -= 1;
+            }
+            match found {
+                Some(id) => {
+                    out.push(id);
+                    start = end;
+                }
+                None => {
+                    out.truncate(mark);
+                    out.push(self.unk);
+                    return;
+                }
+            }
+        }
+    }
+}
