@@ -450,7 +450,8 @@ pub fn run_filter(
     Ok(summary)
 }
 
-/// Draws a uniform sample of `size` documents (all if 0 or fewer exist) with
+/// Draws a uniform sample of `size` non-empty documents (all if 0 or fewer
+/// exist) with
 /// reservoir sampling seeded by `seed`, and normalises them, in input order.
 fn sample_normalized(
     documents_dir: &Path,
@@ -462,7 +463,8 @@ fn sample_normalized(
     let mut reservoir: Vec<(u64, String)> = Vec::new();
     let mut seen = 0u64;
     for batch in read_documents(documents_dir)? {
-        for text in batch? {
+        // Empty documents teach the tokenizer nothing: not sampled.
+        for text in batch?.into_iter().filter(|t| !t.is_empty()) {
             if size == 0 || reservoir.len() < size {
                 reservoir.push((seen, text));
             } else {

@@ -117,6 +117,30 @@ fn matches_brute_force_on_random_texts_for_every_part_size() {
 }
 
 #[test]
+fn same_result_with_more_threads_than_cores() {
+    // The merge splits the window space between rayon threads at sampled
+    // pivots: more threads, more pivots, same marks.
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let docs = random_docs(&mut rng, 60, &["a", "b", "c", " ", "ab", "the "], 150);
+    for threads in [1, 3, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for keep in [Keep::None, Keep::First] {
+            for part in [50, 100_000] {
+                let got = pool.install(|| sa_covered(&docs, 6, keep, part));
+                assert_eq!(
+                    got,
+                    brute_force(&docs, 6, keep),
+                    "threads={threads}, keep={keep:?}, part={part}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn non_ascii_matches_brute_force_and_cuts_whole_characters() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let alphabet = ["α", "β", "é", "中", "文", "🙂", "a", " "];
