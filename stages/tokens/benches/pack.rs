@@ -35,15 +35,20 @@ fn main() {
     run_tokenizer(&TokenizerParams::default(), &docs, 0, &tok_dir, &bar).expect("train tokenizer");
     let tok_path = tok_dir.join("tokenizer.json");
 
-    for ordering in [
-        RowOrdering::None,
-        RowOrdering::SentenceLengthCurriculum,
-        RowOrdering::Randomized,
-    ] {
-        let out = tmp.path().join(format!("packed-{ordering:?}"));
+    let runs = [
+        (RowOrdering::None, false),
+        (RowOrdering::None, true),
+        (RowOrdering::SentenceLengthCurriculum, true),
+        (RowOrdering::Randomized, true),
+    ];
+    for (ordering, fast_wordpiece) in runs {
+        let out = tmp
+            .path()
+            .join(format!("packed-{ordering:?}-{fast_wordpiece}"));
         std::fs::create_dir_all(&out).expect("out dir");
         let params = PackParams {
             ordering,
+            fast_wordpiece,
             ..PackParams::default()
         };
         let summary = run_pack(&params, &docs, &tok_path, 0, &out, &bar).expect("pack");
@@ -77,18 +82,44 @@ fn main() {
         .expect("read")
         .flat_map(|b| b.expect("batch"))
         .collect();
-    let t = Instant::now();
-    let mut tokens = 0u64;
-    for chunk in texts.chunks(8192) {
-        let (enc, _) =
-            encode_documents(&tokenizer, chunk, ids.sep, ids.unk, u32::MAX, 0).expect("encode");
-        tokens += enc.iter().map(|d| d.len() as u64).sum::<u64>();
+    let fast = FastWordPiece::new(&tokenizer).expect("default WordPiece has the fast path");
+    let mut outputs = Vec::new();
+    for (name, f) in [
+        ("library encode_fast", None),
+        ("hand-written fast path", Some(&fast)),
+    ] {
+        let t = Instant::now();
+        let mut tokens = 0u64;
+        let mut all = Vec::new();
+        for chunk in texts.chunks(8192) {
+            let (enc, _) = encode_documents(&tokenizer, f, chunk, ids.sep, ids.unk, u32::MAX, 0)
+                .expect("encode");
+            tokens += enc.iter().map(|d| d.len() as u64).sum::<u64>();
+            all.extend(enc);
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "encode only ({name}, rayon): {:.2} MB/s, {:.0} tokens/s",
+            mb / s,
+            tokens as f64 / s
+        );
+        outputs.push(all);
     }
-    let s = t.elapsed().as_secs_f64();
+    // The fast path must give the library's ids on every document.
+    let mismatches: Vec<usize> = (0..texts.len())
+        .filter(|&i| outputs[0][i] != outputs[1][i])
+        .collect();
     println!(
-        "encode only (encode_fast, rayon): {:.2} MB/s, {:.0} tokens/s",
-        mb / s,
-        tokens as f64 / s
+        "fast path check: {} of {} documents differ from the library{}",
+        mismatches.len(),
+        texts.len(),
+        mismatches
+            .first()
+            .map_or(String::new(), |i| format!(" (first: document {i})"))
+    );
+    assert!(
+        mismatches.is_empty(),
+        "the fast WordPiece path differs from tokenizers"
     );
     drop(texts);
 }
