@@ -108,6 +108,19 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Serve a local copy of Hugging Face Hub datasets (DIR/datasets/ORG/NAME/
+    /// resolve/main/FILE) with the hub API that downloads need, so recipes run
+    /// offline: set HF_ENDPOINT=http://ADDR.
+    ServeHub {
+        /// The mirror directory.
+        dir: PathBuf,
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+    },
     /// List the stage kinds, or describe one kind's parameters.
     Kinds {
         /// A kind to describe.

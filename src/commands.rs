@@ -109,6 +109,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cached = count(|o| matches!(o, Outcome::Cached(_)));
             let failed = count(|o| matches!(o, Outcome::Failed(..)));
             let skipped = count(|o| matches!(o, Outcome::Skipped(_)));
+            for (name, o) in &report.outcomes {
+                if let Outcome::Ran(e) | Outcome::Cached(e) = o
+                    && e.manifest.kind == "report"
+                {
+                    out(&format!("report ({name}): {}", e.out_dir().join("report.html").display()));
+                }
+            }
             let summary = format!(
                 "cram: {ran} ran, {cached} cached, {failed} failed, {skipped} skipped; lock file {}",
                 pipeline.meta.lock_file.display()
@@ -201,6 +208,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             keep_locked,
             dry_run,
         } => gc(&cache, keep_locked, dry_run),
+        Command::ServeHub { dir, port, bind } => {
+            crate::hub_server::HubServer::new(&dir)?.serve(&format!("{bind}:{port}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Kinds { kind, markdown } => {
             if markdown {
                 out(&kinds_markdown());

@@ -345,8 +345,9 @@ fn try_run_stage(
             InputDir {
                 stage: n.clone(),
                 kind: up.kind.name().to_string(),
-                artifact: up.kind.output(),
+                artifact: up.kind.output_for(&up.params),
                 dir: e.out_dir(),
+                output_hash: e.manifest.output_hash.clone(),
             }
         })
         .collect();

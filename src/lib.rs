@@ -12,6 +12,7 @@ pub mod commands;
 pub mod diag;
 pub mod exec;
 pub mod hashing;
+pub mod hub_server;
 pub mod kinds;
 pub mod lockfile;
 pub mod pipeline;

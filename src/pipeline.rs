@@ -586,7 +586,7 @@ impl Loader {
                     )
                     .with_help(format!("stages are: {}", merged.order.join(", "))));
                 };
-                let produced = up.kind.output();
+                let produced = up.kind.output_for(&up.params);
                 let slots = stage.kind.inputs();
                 if produced != Artifact::Any
                     && !slots.iter().any(|s| {
@@ -628,7 +628,7 @@ impl Loader {
             for slot in stage.kind.inputs().iter().filter(|s| s.required) {
                 let filled = stage.inputs.iter().any(|i| {
                     by_name.get(i.as_str()).is_some_and(|u| {
-                        let out = u.kind.output();
+                        let out = u.kind.output_for(&u.params);
                         out == Artifact::Any
                             || slot.accepts.contains(&out)
                             || slot.accepts.contains(&Artifact::Any)

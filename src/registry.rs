@@ -97,6 +97,8 @@ pub struct InputDir {
     pub artifact: Artifact,
     /// Its output directory in the cache.
     pub dir: PathBuf,
+    /// Content hash of its output.
+    pub output_hash: String,
 }
 
 /// A finished ancestor of a stage, for kinds that summarise a whole run (the
@@ -200,8 +202,13 @@ pub trait Kind: Send + Sync {
     fn code_version(&self) -> u32;
     /// Whether the pipeline seed influences the output (and so the key).
     fn uses_seed(&self, params: &Params) -> bool;
-    /// What the output directory holds.
+    /// What the output directory holds (in general; see [`Kind::output_for`]).
     fn output(&self) -> Artifact;
+    /// What the output directory holds with these parameters (a download in
+    /// `files` mode keeps files instead of writing documents).
+    fn output_for(&self, _params: &Params) -> Artifact {
+        self.output()
+    }
     /// Inputs the kind takes.
     fn inputs(&self) -> &'static [InputSlot];
     /// JSON schema of the parameters (with the doc comments of every field).

@@ -1,0 +1,69 @@
+//! Adapters for `cram-clean`: `filter` and `dedup`.
+
+use std::marker::PhantomData;
+
+use anyhow::Result;
+use cram_clean::{DedupParams, FilterParams};
+use serde_json::Value;
+
+use super::simple::{Simple, summary};
+use crate::registry::{Artifact, InputSlot, StageContext};
+
+static DOCUMENTS: InputSlot = InputSlot {
+    role: "documents",
+    accepts: &[Artifact::Documents],
+    required: true,
+};
+
+/// `filter`: the reference's normalisation, then trash and length filters.
+pub static FILTER: Simple<FilterParams> = Simple {
+    name: "filter",
+    about: "Normalises text as the reference does (quotes, NFD/NFKC, lowercase, accents, spaces) and drops trash, empty, too short or too long documents.",
+    code_version: cram_clean::FILTER_CODE_VERSION,
+    uses_seed: true,
+    output: Artifact::Documents,
+    inputs: &[
+        DOCUMENTS,
+        InputSlot {
+            role: "tokenizer for the trash filter (optional: else one is trained on a sample)",
+            accepts: &[Artifact::Tokenizer],
+            required: false,
+        },
+    ],
+    run: run_filter,
+    params: PhantomData,
+};
+
+fn run_filter(ctx: &StageContext<'_>, p: &FilterParams) -> Result<Value> {
+    let docs = ctx.require_input(Artifact::Documents)?;
+    let tokenizer = ctx
+        .inputs
+        .iter()
+        .find(|i| i.artifact == Artifact::Tokenizer)
+        .map(|i| i.dir.join("tokenizer.json"));
+    summary(&cram_clean::run_filter(
+        p,
+        &docs.dir,
+        tokenizer.as_deref(),
+        ctx.seed,
+        ctx.out_dir,
+        ctx.progress,
+    )?)
+}
+
+/// `dedup`: exact-substring deduplication with a suffix array.
+pub static DEDUP: Simple<DedupParams> = Simple {
+    name: "dedup",
+    about: "Removes every substring of at least min_length bytes that occurs twice or more (suffix array, Lee et al. 2021), never across document boundaries.",
+    code_version: cram_clean::DEDUP_CODE_VERSION,
+    uses_seed: false,
+    output: Artifact::Documents,
+    inputs: &[DOCUMENTS],
+    run: run_dedup,
+    params: PhantomData,
+};
+
+fn run_dedup(ctx: &StageContext<'_>, p: &DedupParams) -> Result<Value> {
+    let docs = ctx.require_input(Artifact::Documents)?;
+    summary(&cram_clean::run_dedup(p, &docs.dir, ctx.out_dir, ctx.progress)?)
+}

@@ -1,0 +1,143 @@
+//! Adapters for `cram-data`: `download` and `synthetic`.
+
+use std::marker::PhantomData;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use cram_data::{DownloadMode, DownloadParams, SourceIdentity, SyntheticParams};
+use serde_json::Value;
+
+use super::simple::{Simple, summary};
+use crate::hashing::hash_json;
+use crate::registry::{
+    Artifact, InputSlot, Kind, ParamError, Params, PipelineMeta, StageContext, plain_params,
+};
+use crate::store::Store;
+
+/// `synthetic`: English-like documents generated from a seed (offline).
+pub static SYNTHETIC: Simple<SyntheticParams> = Simple {
+    name: "synthetic",
+    about: "Generates seeded, English-like documents (offline sanity runs).",
+    code_version: cram_data::synthetic::CODE_VERSION,
+    uses_seed: true,
+    output: Artifact::Documents,
+    inputs: &[],
+    run: run_synthetic,
+    params: PhantomData,
+};
+
+fn run_synthetic(ctx: &StageContext<'_>, p: &SyntheticParams) -> Result<Value> {
+    summary(&cram_data::run_synthetic(p, ctx.seed, ctx.out_dir, ctx.progress)?)
+}
+
+/// `download`: files from the Hugging Face Hub (or a mirror at
+/// `HF_ENDPOINT`), an https URL or local paths.
+pub struct Download;
+
+/// Local sources are relative to the pipeline file, like `deps`.
+fn anchored(params: &DownloadParams, pipeline: &PipelineMeta) -> DownloadParams {
+    let mut p = params.clone();
+    let s = &p.source;
+    let remote = s.starts_with("hf://") || s.starts_with("http://") || s.starts_with("https://");
+    if !remote && Path::new(s).is_relative() {
+        p.source = pipeline.dir.join(s).display().to_string();
+    }
+    p
+}
+
+/// A hub revision pinned to a full commit hash never moves, so its resolved
+/// identity can be remembered instead of asking the hub again.
+fn pinned_commit(source: &str) -> bool {
+    source
+        .strip_prefix("hf://")
+        .and_then(|rest| rest.split('/').nth(2))
+        .and_then(|name| name.split_once('@'))
+        .is_some_and(|(_, rev)| rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+impl Kind for Download {
+    fn name(&self) -> &'static str {
+        "download"
+    }
+    fn about(&self) -> &'static str {
+        "Fetches text from the Hugging Face Hub (hf://datasets/ORG/NAME[@REV]/GLOB), a URL or local files, verified and resumable; writes documents (or the files verbatim)."
+    }
+    fn code_version(&self) -> u32 {
+        cram_data::download::CODE_VERSION
+    }
+    fn uses_seed(&self, _params: &Params) -> bool {
+        false
+    }
+    fn output(&self) -> Artifact {
+        Artifact::Documents
+    }
+    fn output_for(&self, params: &Params) -> Artifact {
+        match serde_json::from_value::<DownloadParams>(params.raw.clone()) {
+            Ok(p) if p.mode == DownloadMode::Files => Artifact::Files,
+            _ => Artifact::Documents,
+        }
+    }
+    fn inputs(&self) -> &'static [InputSlot] {
+        &[]
+    }
+    fn schema(&self) -> schemars::Schema {
+        schemars::schema_for!(DownloadParams)
+    }
+    fn params(&self, table: toml::Value) -> Result<Params, ParamError> {
+        plain_params::<DownloadParams>(table)
+    }
+    fn identity(&self, params: &Params, pipeline: &PipelineMeta, store: &Store) -> Result<Option<Value>> {
+        let p: DownloadParams = serde_json::from_value(params.raw.clone())?;
+        let p = anchored(&p, pipeline);
+        let memo = pinned_commit(&p.source).then(|| {
+            store
+                .root()
+                .join("identities")
+                .join(format!("{}.json", hash_json(&params.raw)))
+        });
+        if let Some(path) = &memo
+            && let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return Ok(Some(v));
+        }
+        let identity = cram_data::resolve_source(&p)
+            .with_context(|| format!("cannot resolve the source {}", p.source))?;
+        let v = serde_json::to_value(&identity)?;
+        if let Some(path) = memo {
+            std::fs::create_dir_all(path.parent().expect("identities dir"))?;
+            std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+        }
+        Ok(Some(v))
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
+        let p: DownloadParams = ctx.typed()?;
+        let p = anchored(&p, ctx.pipeline);
+        let identity: SourceIdentity = serde_json::from_value(
+            ctx.identity
+                .cloned()
+                .context("the download's source identity is missing")?,
+        )?;
+        summary(&cram_data::run_download(
+            &p,
+            &identity,
+            &ctx.store.downloads_dir(),
+            ctx.out_dir,
+            ctx.progress,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_full_commit_hashes_count_as_pinned() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert!(pinned_commit(&format!("hf://datasets/a/b@{sha}/x/*.parquet")));
+        assert!(!pinned_commit("hf://datasets/a/b@main/x/*.parquet"));
+        assert!(!pinned_commit("hf://datasets/a/b/x/*.parquet"));
+        assert!(!pinned_commit("/local/file.txt"));
+    }
+}

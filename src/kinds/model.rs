@@ -1,0 +1,177 @@
+//! Adapters for the model stages: `pretrain` (cram-pretrain), `glue` and
+//! `synthetic-glue` (cram-glue).
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use anyhow::{Context, Result};
+use cram_glue::{GlueParams, SyntheticGlueParams};
+use cram_pretrain::PretrainParams;
+use serde_json::{Value, json};
+
+use super::simple::{Simple, summary};
+use crate::exec::cached_unit;
+use crate::registry::{
+    Artifact, InputSlot, Kind, ParamError, Params, StageContext, parse_typed, plain_params, to_json,
+};
+
+/// `pretrain`: masked-language-model pretraining on a wall-clock budget.
+pub struct Pretrain;
+
+impl Kind for Pretrain {
+    fn name(&self) -> &'static str {
+        "pretrain"
+    }
+    fn about(&self) -> &'static str {
+        "Pretrains a BERT-style encoder from scratch with MLM under a wall-clock (or step) budget; resumes after a crash; writes a cram-ref-v1 safetensors checkpoint."
+    }
+    fn code_version(&self) -> u32 {
+        cram_pretrain::CODE_VERSION
+    }
+    fn uses_seed(&self, _params: &Params) -> bool {
+        true
+    }
+    fn output(&self) -> Artifact {
+        Artifact::Checkpoint
+    }
+    fn inputs(&self) -> &'static [InputSlot] {
+        &[InputSlot {
+            role: "packed sequences",
+            accepts: &[Artifact::Sequences],
+            required: true,
+        }]
+    }
+    fn schema(&self) -> schemars::Schema {
+        schemars::schema_for!(PretrainParams)
+    }
+    fn params(&self, table: toml::Value) -> Result<Params, ParamError> {
+        let typed: PretrainParams = parse_typed(table)?;
+        // The key and `cram show` see the architecture with the preset
+        // expanded, so `arch = "tiny"` and the same fields spelled out are
+        // one and the same run.
+        let resolved = typed.resolve().map_err(|e| ParamError {
+            path: Vec::new(),
+            message: e.to_string(),
+        })?;
+        Ok(Params {
+            raw: to_json(&typed),
+            resolved: to_json(&resolved),
+        })
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
+        let p: PretrainParams = ctx.typed()?;
+        let seqs = ctx.require_input(Artifact::Sequences)?;
+        summary(&cram_pretrain::run_pretrain(
+            &p,
+            &seqs.dir,
+            ctx.seed,
+            ctx.work_dir,
+            ctx.out_dir,
+            ctx.progress,
+        )?)
+    }
+}
+
+/// `glue`: fine-tune and score on GLUE, each task cached on its own.
+pub struct Glue;
+
+/// The kind name of one task's cached unit.
+const TASK_UNIT: &str = "glue-task";
+
+impl Kind for Glue {
+    fn name(&self) -> &'static str {
+        "glue"
+    }
+    fn about(&self) -> &'static str {
+        "Fine-tunes the checkpoint on each GLUE task with one set of hyperparameters (GLUE_sane) and scores the dev sets; each task is cached on its own."
+    }
+    fn code_version(&self) -> u32 {
+        cram_glue::CODE_VERSION
+    }
+    fn uses_seed(&self, _params: &Params) -> bool {
+        true
+    }
+    fn output(&self) -> Artifact {
+        Artifact::GlueResults
+    }
+    fn inputs(&self) -> &'static [InputSlot] {
+        &[
+            InputSlot {
+                role: "pretrained checkpoint",
+                accepts: &[Artifact::Checkpoint],
+                required: true,
+            },
+            InputSlot {
+                role: "GLUE data in the hub's layout",
+                accepts: &[Artifact::Files],
+                required: true,
+            },
+        ]
+    }
+    fn schema(&self) -> schemars::Schema {
+        schemars::schema_for!(GlueParams)
+    }
+    fn params(&self, table: toml::Value) -> Result<Params, ParamError> {
+        let p = plain_params::<GlueParams>(table)?;
+        let typed: GlueParams = serde_json::from_value(p.raw.clone()).expect("round trip");
+        typed.validate().map_err(|e| ParamError {
+            path: Vec::new(),
+            message: e.to_string(),
+        })?;
+        Ok(p)
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
+        let p: GlueParams = ctx.typed()?;
+        let ckpt = ctx.require_input(Artifact::Checkpoint)?;
+        let data = ctx.require_input(Artifact::Files)?;
+        let mut task_dirs = Vec::new();
+        let n = p.tasks.len();
+        for (i, task) in p.tasks.iter().copied().enumerate() {
+            ctx.progress.set_prefix(format!("{} [{}/{n} {}]", ctx.stage, i + 1, task.name()));
+            // A task's key: its own hyperparameters, the checkpoint's content
+            // and the content of the files it reads, nothing else; adding a
+            // task or changing another task's data leaves it cached.
+            let files = cram_glue::task_files(&data.dir, task)?;
+            let mut data_hashes = BTreeMap::new();
+            for f in &files {
+                let rel = f.strip_prefix(&data.dir).unwrap_or(f).display().to_string();
+                data_hashes.insert(rel, crate::hashing::hash_file(f).with_context(|| format!("hashing {}", f.display()))?);
+            }
+            let mut global = to_json(&p);
+            if let Value::Object(m) = &mut global {
+                m.remove("tasks");
+                m.remove("overrides");
+            }
+            let material = json!({
+                "task": task.name(),
+                "params": global,
+                "task_hyperparameters": to_json(&p.for_task(task)?),
+                "seed": ctx.seed,
+                "checkpoint": ckpt.output_hash,
+                "data": data_hashes,
+            });
+            let entry = cached_unit(ctx, task.name(), TASK_UNIT, cram_glue::CODE_VERSION, material, |out| {
+                summary(&cram_glue::run_task(&p, task, &ckpt.dir, &data.dir, ctx.seed, out, ctx.progress)?)
+            })?;
+            task_dirs.push((task, entry.out_dir()));
+        }
+        ctx.progress.set_prefix(ctx.stage.to_string());
+        summary(&cram_glue::aggregate(&p, &task_dirs, ctx.out_dir)?)
+    }
+}
+
+/// `synthetic-glue`: small learnable tasks in GLUE's schema (offline runs).
+pub static SYNTHETIC_GLUE: Simple<SyntheticGlueParams> = Simple {
+    name: "synthetic-glue",
+    about: "Writes small, learnable synthetic tasks in the GLUE hub schema and layout (offline sanity runs).",
+    code_version: cram_glue::SYNTHETIC_CODE_VERSION,
+    uses_seed: true,
+    output: Artifact::Files,
+    inputs: &[],
+    run: run_synthetic_glue,
+    params: PhantomData,
+};
+
+fn run_synthetic_glue(ctx: &StageContext<'_>, p: &SyntheticGlueParams) -> Result<Value> {
+    summary(&cram_glue::write_synthetic_glue(p, ctx.seed, ctx.out_dir)?)
+}

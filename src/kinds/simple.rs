@@ -1,0 +1,71 @@
+//! A generic adapter for kinds whose parameters need no expansion and whose
+//! identity is their parameters: most of them.
+
+use std::marker::PhantomData;
+
+use anyhow::Result;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::registry::{Artifact, InputSlot, Kind, ParamError, Params, StageContext, plain_params};
+
+/// A kind described by plain data and one run function.
+pub struct Simple<P> {
+    /// `kind = "..."` name.
+    pub name: &'static str,
+    /// One line for `cram kinds`.
+    pub about: &'static str,
+    /// The stage library's code version.
+    pub code_version: u32,
+    /// Whether the seed changes the output.
+    pub uses_seed: bool,
+    /// What it writes.
+    pub output: Artifact,
+    /// What it reads.
+    pub inputs: &'static [InputSlot],
+    /// Runs the stage with typed parameters; returns its summary as JSON.
+    pub run: fn(&StageContext<'_>, &P) -> Result<Value>,
+    /// Marks the parameter type.
+    pub params: PhantomData<fn() -> P>,
+}
+
+impl<P> Kind for Simple<P>
+where
+    P: DeserializeOwned + Serialize + JsonSchema,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn about(&self) -> &'static str {
+        self.about
+    }
+    fn code_version(&self) -> u32 {
+        self.code_version
+    }
+    fn uses_seed(&self, _params: &Params) -> bool {
+        self.uses_seed
+    }
+    fn output(&self) -> Artifact {
+        self.output
+    }
+    fn inputs(&self) -> &'static [InputSlot] {
+        self.inputs
+    }
+    fn schema(&self) -> schemars::Schema {
+        schemars::schema_for!(P)
+    }
+    fn params(&self, table: toml::Value) -> Result<Params, ParamError> {
+        plain_params::<P>(table)
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
+        let params: P = ctx.typed()?;
+        (self.run)(ctx, &params)
+    }
+}
+
+/// Serializes a stage summary for the manifest.
+pub fn summary<S: Serialize>(s: &S) -> Result<Value> {
+    Ok(serde_json::to_value(s)?)
+}

@@ -1,0 +1,73 @@
+//! Adapters for `cram-tokens`: `tokenizer` and `pack`.
+
+use std::marker::PhantomData;
+
+use anyhow::Result;
+use cram_tokens::{PackParams, TokenizerParams};
+use serde_json::Value;
+
+use super::simple::{Simple, summary};
+use crate::registry::{Artifact, InputSlot, StageContext};
+
+/// `tokenizer`: trains a WordPiece, BPE or Unigram vocabulary.
+pub static TOKENIZER: Simple<TokenizerParams> = Simple {
+    name: "tokenizer",
+    about: "Trains a WordPiece (default), BPE or Unigram tokenizer from scratch; writes a Hugging Face tokenizer.json with [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.",
+    code_version: cram_tokens::tokenizer::CODE_VERSION,
+    uses_seed: true,
+    output: Artifact::Tokenizer,
+    inputs: &[InputSlot {
+        role: "documents",
+        accepts: &[Artifact::Documents],
+        required: true,
+    }],
+    run: run_tokenizer,
+    params: PhantomData,
+};
+
+fn run_tokenizer(ctx: &StageContext<'_>, p: &TokenizerParams) -> Result<Value> {
+    let docs = ctx.require_input(Artifact::Documents)?;
+    summary(&cram_tokens::run_tokenizer(
+        p,
+        &docs.dir,
+        ctx.seed,
+        ctx.out_dir,
+        ctx.progress,
+    )?)
+}
+
+/// `pack`: documents → fixed-length token rows in Parquet.
+pub static PACK: Simple<PackParams> = Simple {
+    name: "pack",
+    about: "Tokenizes documents, appends [SEP] to each, concatenates and cuts rows of seq_length tokens into Parquet shards (recipes call this stage `tokenize`).",
+    code_version: cram_tokens::pack::CODE_VERSION,
+    uses_seed: true,
+    output: Artifact::Sequences,
+    inputs: &[
+        InputSlot {
+            role: "documents",
+            accepts: &[Artifact::Documents],
+            required: true,
+        },
+        InputSlot {
+            role: "tokenizer",
+            accepts: &[Artifact::Tokenizer],
+            required: true,
+        },
+    ],
+    run: run_pack,
+    params: PhantomData,
+};
+
+fn run_pack(ctx: &StageContext<'_>, p: &PackParams) -> Result<Value> {
+    let docs = ctx.require_input(Artifact::Documents)?;
+    let tok = ctx.require_input(Artifact::Tokenizer)?;
+    summary(&cram_tokens::run_pack(
+        p,
+        &docs.dir,
+        &tok.dir.join("tokenizer.json"),
+        ctx.seed,
+        ctx.out_dir,
+        ctx.progress,
+    )?)
+}
