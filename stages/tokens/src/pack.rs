@@ -8,8 +8,10 @@
 //! and the first `max_sequences` kept.
 //!
 //! Encoding runs in parallel (rayon, one batch of about 8k documents at a
-//! time, read by a separate thread) with the tokenizer's offset-free
-//! `encode_fast`.
+//! time, read by a separate thread), without offsets: through the
+//! hand-written fast path of [`crate::fast`] when the tokenizer is the
+//! default WordPiece (`fast_wordpiece`, on by default), else through the
+//! library's `encode_fast`.
 //!
 //! Orderings, all with memory bounded independently of the corpus size:
 //! * `none`: rows go straight to the Parquet shards (and encoding stops as
@@ -381,7 +383,7 @@ enum Sink {
     /// `none`: straight to the shards.
     Direct,
     /// `randomized`: rows to seeded random bucket files.
-    Buckets { spill: Spill, rng: ChaCha8Rng },
+    Buckets { spill: Spill, rng: Box<ChaCha8Rng> },
     /// `sentence-length-curriculum`: rows to one file per count of `"."`.
     Curriculum { spill: Spill, period: Option<u32> },
 }
@@ -562,7 +564,7 @@ pub fn run_pack(
             let count = bound.div_ceil(params.shuffle_memory_bytes).clamp(1, 4096) as usize;
             Sink::Buckets {
                 spill: Spill::new(scratch.path(), "bucket", count, dtype)?,
-                rng: ChaCha8Rng::seed_from_u64(rng.random()),
+                rng: Box::new(ChaCha8Rng::seed_from_u64(rng.random())),
             }
         }
         RowOrdering::SentenceLengthCurriculum => Sink::Curriculum {
