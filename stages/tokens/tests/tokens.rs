@@ -580,3 +580,49 @@ print(json.dumps({"schema": str(t.schema.field("input_ids").type), "names": t.sc
         assert_eq!(rows, ours);
     }
 }
+
+#[test]
+fn fast_wordpiece_matches_the_library_on_tricky_text() {
+    use cram_tokens::fast::FastWordPiece;
+    let docs = corpus(300);
+    let (tmp, _, tok_path) = setup(&docs, 200);
+    let tok = load_tokenizer(&tok_path).unwrap();
+    let fast = FastWordPiece::new(&tok).expect("default WordPiece gets the fast path");
+    let long = "x".repeat(150);
+    let mut tricky = vec![
+        String::new(),
+        "   ".to_string(),
+        "The CAT sat on the mat.".to_string(),
+        "``quoted'' and '''triple''' `single`".to_string(),
+        "tabs\tand\nnewlines\r\x0bvt\x0cff\x01ctrl\x7f del".to_string(),
+        "snake_case_word and 123 numbers 4.5e10".to_string(),
+        "text with [MASK] and [SEP] inside, [mask] lowercase".to_string(),
+        format!("a {long} b"),
+        "İstanbul ﬁne Kelvin café naïve Über — dash “quotes” 日本語 emoji 🎉".to_string(),
+        "mixed—dash and a\u{301}ccent e\u{300}".to_string(),
+        "x ".repeat(200),
+    ];
+    tricky.extend(docs.iter().take(50).cloned());
+    for text in &tricky {
+        let mut ours = Vec::new();
+        fast.encode(&tok, text, &mut ours).unwrap();
+        let lib = tok.encode_fast(text.as_str(), false).unwrap();
+        assert_eq!(ours, lib.get_ids(), "{text:?}");
+    }
+    // Any other configuration keeps the library path.
+    let out = tmp.path().join("upper");
+    std::fs::create_dir_all(&out).unwrap();
+    let params = TokenizerParams {
+        lowercase: false,
+        ..small_params(200)
+    };
+    run_tokenizer(
+        &params,
+        &tmp.path().join("docs"),
+        0,
+        &out,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
+    assert!(FastWordPiece::new(&load_tokenizer(&out.join("tokenizer.json")).unwrap()).is_none());
+}
