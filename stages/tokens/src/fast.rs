@@ -10,9 +10,10 @@
 //!
 //! Per document: if it contains a special token's text, the library encodes
 //! it (added tokens are matched before normalisation). Otherwise the
-//! normalised text is computed (for pure-ASCII text, the whole normaliser
-//! reduces to ` `` `/`''` → `"` and ASCII lowercase; other text goes through
-//! the library's normaliser, whose result is ASCII), split like the
+//! normalised text is computed (for ASCII characters, the whole normaliser
+//! reduces to ` `` `/`''` → `"` and ASCII lowercase; every other character
+//! goes through the library's normaliser on its own, see
+//! `FastWordPiece::normalize`), split like the
 //! `Whitespace` pre-tokenizer (`\w+|[^\w\s]+`, ASCII classes since the text
 //! is ASCII), and each word matched greedily longest-first against the
 //! vocabulary exactly as `tokenizers`' WordPiece does. The benchmark
@@ -20,6 +21,7 @@
 //! enwiki sample.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use tokenizers::models::ModelWrapper;
 use tokenizers::{NormalizedString, Normalizer, Tokenizer};
@@ -32,6 +34,8 @@ pub struct FastWordPiece {
     vocab: HashMap<String, u32>,
     unk: u32,
     max_chars: usize,
+    /// Normalised form of each non-ASCII character met so far.
+    cache: Arc<RwLock<HashMap<char, String>>>,
 }
 
 /// Character classes of the `Whitespace` pre-tokenizer on ASCII.
@@ -85,6 +89,7 @@ impl FastWordPiece {
             vocab,
             unk,
             max_chars: wp.max_input_chars_per_word,
+            cache: Arc::default(),
         })
     }
 
@@ -100,18 +105,7 @@ impl FastWordPiece {
             out.extend_from_slice(tokenizer.encode_fast(text, false)?.get_ids());
             return Ok(());
         }
-        let normalized: String = if text.is_ascii() {
-            let mut s = text.replace("``", "\"").replace("''", "\"");
-            s.make_ascii_lowercase();
-            s
-        } else {
-            let mut n = NormalizedString::from(text);
-            tokenizer
-                .get_normalizer()
-                .expect("checked in new")
-                .normalize(&mut n)?;
-            n.get().to_string()
-        };
+        let normalized = self.normalize(tokenizer, text)?;
         let bytes = normalized.as_bytes();
         let mut buf = String::with_capacity(64);
         let mut i = 0;
@@ -127,6 +121,46 @@ impl FastWordPiece {
             i = j;
         }
         Ok(())
+    }
+
+    /// The normaliser's output for `text`. ASCII characters are mapped
+    /// directly; each other character through the library's normaliser
+    /// alone (cached). That is exact because after the two quote
+    /// replacements (done first, on the original text, as the library
+    /// does) every step is character-local as far as ASCII output goes:
+    /// NFD decomposes each character on its own (canonical reordering only
+    /// moves combining marks, which are non-ASCII and deleted at the end),
+    /// lowercasing and accent stripping map characters one by one, the
+    /// final step deletes all non-ASCII, and collapsing runs of spaces does
+    /// not change how the pre-tokenizer splits.
+    fn normalize(&self, tokenizer: &Tokenizer, text: &str) -> tokenizers::Result<String> {
+        let text = text.replace("``", "\"").replace("''", "\"");
+        if text.is_ascii() {
+            let mut s = text;
+            s.make_ascii_lowercase();
+            return Ok(s);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut utf8 = [0u8; 4];
+        for c in text.chars() {
+            if c.is_ascii() {
+                out.push(c.to_ascii_lowercase());
+                continue;
+            }
+            if let Some(mapped) = self.cache.read().expect("cache lock").get(&c) {
+                out.push_str(mapped);
+                continue;
+            }
+            let mut n = NormalizedString::from(&*c.encode_utf8(&mut utf8));
+            tokenizer
+                .get_normalizer()
+                .expect("checked in new")
+                .normalize(&mut n)?;
+            let mapped = n.get().to_string();
+            out.push_str(&mapped);
+            self.cache.write().expect("cache lock").insert(c, mapped);
+        }
+        Ok(out)
     }
 
     /// Greedy longest-match-first WordPiece of one ASCII word.
