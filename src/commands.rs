@@ -113,7 +113,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 if let Outcome::Ran(e) | Outcome::Cached(e) = o
                     && e.manifest.kind == "report"
                 {
-                    out(&format!("report ({name}): {}", e.out_dir().join("report.html").display()));
+                    out(&format!(
+                        "report ({name}): {}",
+                        e.out_dir().join("report.html").display()
+                    ));
                 }
             }
             let summary = format!(

@@ -51,7 +51,11 @@ impl HubServer {
     }
 
     fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.root.join("datasets").join(repo).join("resolve").join("main")
+        self.root
+            .join("datasets")
+            .join(repo)
+            .join("resolve")
+            .join("main")
     }
 
     fn sha256(&self, path: &Path) -> Result<String> {
@@ -83,7 +87,8 @@ impl HubServer {
 
     /// Answers requests until the process ends.
     pub fn serve(&self, addr: &str) -> Result<()> {
-        let server = Server::http(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let server =
+            Server::http(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         eprintln!(
             "serving {} as a Hugging Face hub at http://{addr} (set HF_ENDPOINT=http://{addr})",
             self.root.display()
@@ -109,14 +114,22 @@ impl HubServer {
     fn answer(&self, method: &Method, url: &str, range: Option<&str>) -> Result<Answer> {
         let path = url.split('?').next().unwrap_or("");
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let not_found = || Ok(Answer::Json(404, json!({"error": format!("not found: {path}")})));
+        let not_found = || {
+            Ok(Answer::Json(
+                404,
+                json!({"error": format!("not found: {path}")}),
+            ))
+        };
         match parts.as_slice() {
             ["api", "datasets", org, name, "revision", _rev, ..] => {
                 let repo = format!("{org}/{name}");
                 if !self.repo_dir(&repo).is_dir() {
                     return not_found();
                 }
-                Ok(Answer::Json(200, json!({"id": repo, "sha": self.commit(&repo)?})))
+                Ok(Answer::Json(
+                    200,
+                    json!({"id": repo, "sha": self.commit(&repo)?}),
+                ))
             }
             ["api", "datasets", org, name, "tree", _rev, rest @ ..] => {
                 let repo = format!("{org}/{name}");

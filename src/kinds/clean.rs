@@ -65,5 +65,10 @@ pub static DEDUP: Simple<DedupParams> = Simple {
 
 fn run_dedup(ctx: &StageContext<'_>, p: &DedupParams) -> Result<Value> {
     let docs = ctx.require_input(Artifact::Documents)?;
-    summary(&cram_clean::run_dedup(p, &docs.dir, ctx.out_dir, ctx.progress)?)
+    summary(&cram_clean::run_dedup(
+        p,
+        &docs.dir,
+        ctx.out_dir,
+        ctx.progress,
+    )?)
 }

@@ -27,7 +27,12 @@ pub static SYNTHETIC: Simple<SyntheticParams> = Simple {
 };
 
 fn run_synthetic(ctx: &StageContext<'_>, p: &SyntheticParams) -> Result<Value> {
-    summary(&cram_data::run_synthetic(p, ctx.seed, ctx.out_dir, ctx.progress)?)
+    summary(&cram_data::run_synthetic(
+        p,
+        ctx.seed,
+        ctx.out_dir,
+        ctx.progress,
+    )?)
 }
 
 /// `download`: files from the Hugging Face Hub (or a mirror at
@@ -86,7 +91,12 @@ impl Kind for Download {
     fn params(&self, table: toml::Value) -> Result<Params, ParamError> {
         plain_params::<DownloadParams>(table)
     }
-    fn identity(&self, params: &Params, pipeline: &PipelineMeta, store: &Store) -> Result<Option<Value>> {
+    fn identity(
+        &self,
+        params: &Params,
+        pipeline: &PipelineMeta,
+        store: &Store,
+    ) -> Result<Option<Value>> {
         let p: DownloadParams = serde_json::from_value(params.raw.clone())?;
         let p = anchored(&p, pipeline);
         let memo = pinned_commit(&p.source).then(|| {
@@ -135,7 +145,9 @@ mod tests {
     #[test]
     fn only_full_commit_hashes_count_as_pinned() {
         let sha = "0123456789abcdef0123456789abcdef01234567";
-        assert!(pinned_commit(&format!("hf://datasets/a/b@{sha}/x/*.parquet")));
+        assert!(pinned_commit(&format!(
+            "hf://datasets/a/b@{sha}/x/*.parquet"
+        )));
         assert!(!pinned_commit("hf://datasets/a/b@main/x/*.parquet"));
         assert!(!pinned_commit("hf://datasets/a/b/x/*.parquet"));
         assert!(!pinned_commit("/local/file.txt"));

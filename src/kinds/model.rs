@@ -127,7 +127,8 @@ impl Kind for Glue {
         let mut task_dirs = Vec::new();
         let n = p.tasks.len();
         for (i, task) in p.tasks.iter().copied().enumerate() {
-            ctx.progress.set_prefix(format!("{} [{}/{n} {}]", ctx.stage, i + 1, task.name()));
+            ctx.progress
+                .set_prefix(format!("{} [{}/{n} {}]", ctx.stage, i + 1, task.name()));
             // A task's key: its own hyperparameters, the checkpoint's content
             // and the content of the files it reads, nothing else; adding a
             // task or changing another task's data leaves it cached.
@@ -135,7 +136,11 @@ impl Kind for Glue {
             let mut data_hashes = BTreeMap::new();
             for f in &files {
                 let rel = f.strip_prefix(&data.dir).unwrap_or(f).display().to_string();
-                data_hashes.insert(rel, crate::hashing::hash_file(f).with_context(|| format!("hashing {}", f.display()))?);
+                data_hashes.insert(
+                    rel,
+                    crate::hashing::hash_file(f)
+                        .with_context(|| format!("hashing {}", f.display()))?,
+                );
             }
             let mut global = to_json(&p);
             if let Value::Object(m) = &mut global {
@@ -150,9 +155,24 @@ impl Kind for Glue {
                 "checkpoint": ckpt.output_hash,
                 "data": data_hashes,
             });
-            let entry = cached_unit(ctx, task.name(), TASK_UNIT, cram_glue::CODE_VERSION, material, |out| {
-                summary(&cram_glue::run_task(&p, task, &ckpt.dir, &data.dir, ctx.seed, out, ctx.progress)?)
-            })?;
+            let entry = cached_unit(
+                ctx,
+                task.name(),
+                TASK_UNIT,
+                cram_glue::CODE_VERSION,
+                material,
+                |out| {
+                    summary(&cram_glue::run_task(
+                        &p,
+                        task,
+                        &ckpt.dir,
+                        &data.dir,
+                        ctx.seed,
+                        out,
+                        ctx.progress,
+                    )?)
+                },
+            )?;
             task_dirs.push((task, entry.out_dir()));
         }
         ctx.progress.set_prefix(ctx.stage.to_string());

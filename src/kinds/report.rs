@@ -86,8 +86,10 @@ impl Kind for Report {
             })
             .collect();
         let s = cram_report::run_report(&p, &info, &records, ctx.out_dir, ctx.progress)?;
-        ctx.progress
-            .println(format!("report: {}", ctx.out_dir.join("report.html").display()));
+        ctx.progress.println(format!(
+            "report: {}",
+            ctx.out_dir.join("report.html").display()
+        ));
         summary(&s)
     }
 }

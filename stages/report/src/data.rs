@@ -21,6 +21,7 @@ pub const PREPROCESSING_KINDS: &[&str] = &[
     "dedup",
     "tokenizer",
     "pack",
+    "synthetic-glue",
     "command",
 ];
 
@@ -35,6 +36,7 @@ pub const FROM_SCRATCH_KINDS: &[&str] = &[
     "pretrain",
     "glue",
     "glue-task",
+    "synthetic-glue",
     "report",
 ];
 

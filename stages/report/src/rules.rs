@@ -328,7 +328,9 @@ fn downstream_rule(records: &[StageRecord], pretrains: &[Pretrain]) -> RuleCheck
         for &j in &ancestors {
             let r = &records[j];
             match r.kind.as_str() {
-                "glue" | "glue-task" => bad.push(format!("`{}` is a GLUE stage", r.name)),
+                "glue" | "glue-task" | "synthetic-glue" => {
+                    bad.push(format!("`{}` is a GLUE stage", r.name))
+                }
                 "download" | "synthetic" if mentions_glue(&manifest_params(r)) => {
                     bad.push(format!("`{}` ({}) fetches GLUE data", r.name, r.kind))
                 }

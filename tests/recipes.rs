@@ -1,0 +1,195 @@
+//! End-to-end tests of the shipped recipes: the offline sanity recipe runs
+//! the whole DAG; every recipe file loads and resolves.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cram(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cram"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CRAM_CACHE")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ran(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ran "))
+        .map(|l| l.trim().split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+fn recipe(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pipelines")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn sanity_recipe_runs_end_to_end_then_caches_then_reruns_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sanity.toml"), recipe("sanity.toml")).unwrap();
+
+    let first = cram(dir.path(), &["run", "sanity.toml"]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert_eq!(
+        ran(&first),
+        [
+            "corpus",
+            "clean",
+            "dedup",
+            "tokenizer",
+            "tokenize",
+            "pretrain",
+            "glue_data",
+            "glue",
+            "report"
+        ],
+        "{}",
+        text(&first)
+    );
+    let report_line = String::from_utf8_lossy(&first.stdout)
+        .lines()
+        .find(|l| l.starts_with("report (report): "))
+        .expect("the report's path is printed")
+        .to_string();
+    let html_path = dir
+        .path()
+        .join(report_line.trim_start_matches("report (report): "));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    let md = std::fs::read_to_string(html_path.with_file_name("report.md")).unwrap();
+    for section in [
+        "rules",
+        "glue",
+        "pretraining",
+        "schedule",
+        "preprocessing",
+        "budget",
+        "machine",
+        "reproduce",
+    ] {
+        assert!(
+            html.contains(&format!("id=\"{section}\"")),
+            "html lacks {section}"
+        );
+        assert!(
+            md.contains(&format!("<a id=\"{section}\"></a>")),
+            "md lacks {section}"
+        );
+    }
+    assert!(md.contains("crammed-bert v2 (Pile, A6000, 24 h), paper"));
+    assert!(md.contains("| this run (sanity) |"));
+    assert!(html.contains("<svg"), "plots are inlined");
+
+    // The tiny model learned something: its final MLM loss is well below
+    // the uniform guess over the vocabulary.
+    let lock: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("sanity.toml.lock")).unwrap(),
+    )
+    .unwrap();
+    let key = lock["stages"]["pretrain"]["key"].as_str().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            dir.path()
+                .join("cache/entries")
+                .join(key)
+                .join("out/summary.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let final_loss = summary["final_loss"].as_f64().unwrap();
+    assert!(final_loss < 0.8 * (1024f64).ln(), "final loss {final_loss}");
+
+    // Unchanged: nothing runs.
+    let second = cram(dir.path(), &["run", "sanity.toml"]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(ran(&second).is_empty(), "{}", text(&second));
+
+    // A different model size reruns pretraining and what depends on it only.
+    let status = cram(
+        dir.path(),
+        &[
+            "status",
+            "sanity.toml",
+            "--set",
+            "pretrain.model.num_layers=1",
+        ],
+    );
+    assert!(
+        text(&status).contains("param model.num_layers: 2 → 1"),
+        "{}",
+        text(&status)
+    );
+    let third = cram(
+        dir.path(),
+        &["run", "sanity.toml", "--set", "pretrain.model.num_layers=1"],
+    );
+    assert!(third.status.success(), "{}", text(&third));
+    assert_eq!(
+        ran(&third),
+        ["pretrain", "glue", "report"],
+        "{}",
+        text(&third)
+    );
+}
+
+#[test]
+fn every_recipe_loads_and_resolves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "sanity.toml",
+        "quickstart.toml",
+        "final.toml",
+        "c4-subset.toml",
+        "bert-original.toml",
+    ] {
+        std::fs::write(dir.path().join(name), recipe(name)).unwrap();
+        let dag = cram(dir.path(), &["dag", name]);
+        assert!(dag.status.success(), "{name}: {}", text(&dag));
+        assert!(
+            text(&dag).contains("pretrain (pretrain) <- tokenize"),
+            "{name}"
+        );
+    }
+    // The paper recipe expands its preset: 16 layers of 768, 12 heads.
+    let show = Command::new(env!("CARGO_BIN_EXE_cram"))
+        .args(["--cache", dir.path().join("c").to_str().unwrap()])
+        .args(["show", "pipelines/final.toml", "pretrain"])
+        .current_dir(root)
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let t = text(&show);
+    assert!(show.status.success(), "{t}");
+    for needle in [
+        "model.num_layers = 16",
+        "model.hidden_size = 768",
+        "model.num_heads = 12",
+        "budget_seconds = 86400",
+        "lr = 0.001",
+    ] {
+        assert!(t.contains(needle), "missing {needle} in {t}");
+    }
+    // bert-original includes final.toml and changes the architecture only
+    // where it says so.
+    std::fs::write(dir.path().join("final.toml"), recipe("final.toml")).unwrap();
+    let show = cram(dir.path(), &["show", "bert-original.toml", "pretrain"]);
+    let t = text(&show);
+    assert!(t.contains("arch = \"bert-original\""), "{t}");
+    assert!(t.contains("model.norm_scheme = \"post\""), "{t}");
+}
