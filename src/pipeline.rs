@@ -509,7 +509,10 @@ impl Loader {
                 let loc = self.stage_loc(stage_name, &["kind".into()], true);
                 return Err(PipelineError::at(
                     &loc,
-                    format!("unknown stage kind `{kind_name}`"),
+                    format!(
+                        "unknown stage kind `{kind_name}`{}",
+                        did_you_mean(&kind_name, &registry::kind_names())
+                    ),
                     "no such kind",
                 )
                 .with_help(format!(
@@ -896,6 +899,17 @@ fn set_path(table: &mut toml::Table, path: &[String], value: Value) -> Result<()
     }
     cur.insert(last.clone(), value);
     Ok(())
+}
+
+/// ` (did you mean `x`?)` when a known name is close to `word`.
+fn did_you_mean(word: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
 }
 
 /// Stage names become directory and file names: letters, digits, `_`, `-`

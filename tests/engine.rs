@@ -248,8 +248,8 @@ fn pipeline_errors_name_file_line_column_and_what_was_expected() {
         "[stages.a]\nkind = \"comand\"\n",
         &[
             "p.toml:2:8",
-            "unknown stage kind `comand`",
-            "kinds: command",
+            "unknown stage kind `comand` (did you mean `command`?)",
+            "kinds: download,",
         ],
     );
     // A wrong type says what was expected.

@@ -139,9 +139,14 @@ pub struct PackSummary {
     pub period_id: Option<u32>,
     /// Whether the hand-written WordPiece fast path encoded.
     pub fast_wordpiece: bool,
-    /// Wall-clock seconds of the stage.
+    /// Wall-clock seconds of the stage. Not written to `summary.json`: the
+    /// output must be the same bytes on every run, so that an unchanged
+    /// rerun stops cache invalidation (the engine's manifest keeps the time).
+    #[serde(skip)]
     pub seconds: f64,
-    /// Megabytes (10^6) of text encoded per second of the stage.
+    /// Megabytes (10^6) of text encoded per second of the stage (not
+    /// written to `summary.json`, as `seconds`).
+    #[serde(skip)]
     pub mb_per_second: f64,
 }
 
