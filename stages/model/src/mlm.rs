@@ -1,7 +1,8 @@
 //! The masked-language model: encoder + tied decoder, sparse prediction (facts 5-6).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::gelu;
+use burn::tensor::IndexingUpdateOp;
+use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::ModelConfig;
@@ -180,10 +181,43 @@ pub fn labelled_rows(labels: &[i64]) -> (Vec<i64>, Vec<i64>) {
 
 /// Mean cross-entropy of `logits [M, C]` against `targets [M, 1]`, shape `[1]`.
 ///
-/// Computed as `mean(logsumexp(x) - x[target])` with a detached max shift: unlike gathering
-/// from a full `log_softmax`, this never materialises the `[M, C]` log-probabilities, which
-/// saves a full pass forward and backward over the (large) vocabulary logits.
+/// burn's autodiff has no fused softmax: written with tensor ops, the loss costs a scalar
+/// `exp` per logit plus a chain of elementwise passes forward and backward over the (large)
+/// vocabulary logits. Since the loss is the end of the graph, its gradient is known in
+/// closed form, `(softmax(x) - onehot(t)) / M`, so both are computed off the graph with the
+/// backend's fused softmax, and the gradient is attached through a surrogate
+/// `sum(x * stop(G))` whose value is cancelled out: the result equals the loss, and its
+/// gradient with respect to `logits` is exactly `G`.
+///
+/// The loss itself is `logsumexp(x) - x[t]`, with `logsumexp(x) = max(x) - ln(max(softmax(x)))`
+/// (the largest probability is at least `1/C`, so the logarithm never sees an underflow).
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [m, _] = logits.dims();
+    let x = logits.clone().inner();
+    let t = targets.inner();
+    let probs = softmax(x.clone(), 1);
+    let max_x = x.clone().max_dim(1);
+    let max_p = probs.clone().max_dim(1);
+    let picked = x.gather(1, t.clone());
+    let loss = (max_x - picked - max_p.log()).mean();
+    if !logits.is_tracked() {
+        return if logits.is_autodiff() {
+            Tensor::from_inner(loss)
+        } else {
+            loss
+        };
+    }
+    let minus_one = Tensor::<2>::full([m, 1], -1.0, &t.device());
+    let grad = probs
+        .scatter(1, t, minus_one, IndexingUpdateOp::Add)
+        .div_scalar(m as f32);
+    let surrogate = (logits * Tensor::from_inner(grad)).sum();
+    surrogate.clone() - surrogate.detach() + Tensor::from_inner(loss)
+}
+
+/// The straightforward cross-entropy through autodiff's own ops: the reference that
+/// [`cross_entropy`] is tested against.
+pub fn cross_entropy_reference(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<1> {
     let max = logits.clone().detach().max_dim(1);
     let picked = logits.clone().gather(1, targets);
     let lse = (logits - max.clone()).exp().sum_dim(1).log() + max;

@@ -19,6 +19,10 @@ use cram_pretrain::{AdamW, AdamWConfig, GradAccumulator, MlmCollator};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// The allocator of the `cram` binary, so that the figures are the stage's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Case {
     name: &'static str,
     config: ModelConfig,

@@ -1,0 +1,89 @@
+//! The closed-form cross-entropy against the plain autodiff one: same value, same gradient.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use cram_model::mlm::{cross_entropy, cross_entropy_reference};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+/// Loss and gradient of `loss_fn` at `logits` (rows × classes) for `targets`.
+fn loss_and_grad(
+    loss_fn: fn(Tensor<2>, Tensor<2, Int>) -> Tensor<1>,
+    logits: &[f32],
+    targets: &[i64],
+    classes: usize,
+) -> (f32, Vec<f32>) {
+    let device = Device::flex().autodiff();
+    let rows = targets.len();
+    let x = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [rows, classes]), &device)
+        .require_grad();
+    let t = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [rows, 1]), &device);
+    let loss = loss_fn(x.clone(), t);
+    let value = host(loss.clone())[0];
+    let mut grads = loss.mul_scalar(3.0).backward();
+    let grad = x.grad_remove(&mut grads).expect("logits have a gradient");
+    (value, host(grad))
+}
+
+fn random_case(seed: u64, rows: usize, classes: usize, scale: f32) -> (Vec<f32>, Vec<i64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let logits = (0..rows * classes)
+        .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+        .collect();
+    let targets = (0..rows)
+        .map(|_| rng.random_range(0..classes as i64))
+        .collect();
+    (logits, targets)
+}
+
+#[test]
+fn closed_form_matches_autodiff_in_value_and_gradient() {
+    for (seed, rows, classes, scale) in [(1, 9, 37, 1.0), (2, 64, 512, 4.0), (3, 5, 3, 0.1)] {
+        let (logits, targets) = random_case(seed, rows, classes, scale);
+        let (want, want_grad) = loss_and_grad(cross_entropy_reference, &logits, &targets, classes);
+        let (got, got_grad) = loss_and_grad(cross_entropy, &logits, &targets, classes);
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "loss {got} vs {want} (case {seed})"
+        );
+        for (i, (g, w)) in got_grad.iter().zip(&want_grad).enumerate() {
+            assert!((g - w).abs() <= 1e-6, "grad[{i}] {g} vs {w} (case {seed})");
+        }
+        // The upstream factor 3 reaches the logits: the gradient is not just a constant.
+        let row0: f32 = got_grad[..classes].iter().sum();
+        assert!(row0.abs() < 1e-5, "each row of the gradient sums to zero");
+    }
+}
+
+#[test]
+fn confident_wrong_predictions_stay_finite_and_exact() {
+    // The target's probability underflows f32 (logit gap 200): -ln(p_t) computed naively
+    // would be infinite; logsumexp - x_t is 200 exactly.
+    let classes = 4;
+    let logits = vec![200.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    let targets = vec![1, 2];
+    let (got, grad) = loss_and_grad(cross_entropy, &logits, &targets, classes);
+    let want = (200.0 + (4.0f32).ln()) / 2.0;
+    assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    assert!(grad.iter().all(|g| g.is_finite()));
+    // Row 0: softmax is one-hot on class 0, target 1: gradient (1, -1, 0, 0) * 3 / 2.
+    assert!((grad[0] - 1.5).abs() < 1e-6 && (grad[1] + 1.5).abs() < 1e-6);
+}
+
+#[test]
+fn untracked_and_plain_devices_give_the_loss() {
+    let (logits, targets) = random_case(7, 6, 11, 2.0);
+    let (want, _) = loss_and_grad(cross_entropy_reference, &logits, &targets, 11);
+    for device in [Device::flex(), Device::flex().autodiff()] {
+        let x = Tensor::<2>::from_data(TensorData::new(logits.clone(), [6, 11]), &device);
+        let t = Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [6, 1]), &device);
+        let got = host(cross_entropy(x, t))[0];
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+}
