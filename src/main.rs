@@ -9,11 +9,12 @@ use cram::diag::PipelineError;
 
 /// Training allocates and frees tensors of many megabytes every step; glibc's malloc hands
 /// those back to the kernel each time (page faults were ~10 % of a CPU step), mimalloc keeps
-/// them for reuse.
+/// them for reuse (see `cram_pretrain::alloc`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    cram_pretrain::alloc::retain_freed_memory();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,

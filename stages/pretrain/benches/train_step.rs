@@ -36,6 +36,7 @@ fn env_usize(key: &str) -> Option<usize> {
 }
 
 fn main() {
+    cram_pretrain::alloc::retain_freed_memory();
     let wanted = std::env::var("CRAM_BENCH").unwrap_or_else(|_| "tiny,crammed-bert".into());
     let device_spec = std::env::var("CRAM_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let device = cram_model::select_device(&device_spec).expect("device");

@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod collator;
 pub mod data;
