@@ -98,6 +98,14 @@ impl GradAccumulator {
         self.micro_batches += 1;
     }
 
+    /// Multiplies every accumulated gradient by `factor` (an accumulation cut short keeps the
+    /// mean over the micro-batches it has).
+    pub fn scale(&mut self, factor: f64) {
+        for g in self.grads.values_mut() {
+            *g = g.clone().mul_scalar(factor);
+        }
+    }
+
     /// Micro-batches added so far.
     pub fn micro_batches(&self) -> usize {
         self.micro_batches

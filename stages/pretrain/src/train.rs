@@ -218,7 +218,12 @@ pub fn run_pretrain_with(
     let checkpoint_every =
         (resolved.checkpoint_every > 0.0).then_some(resolved.checkpoint_every * 60.0);
 
+    let mut last_micro_batch: Option<f64> = None;
+    let mut budget_spent = false;
     let stopped_by = loop {
+        if budget_spent {
+            break StoppedBy::Budget;
+        }
         let now = elapsed();
         let p = match (resolved.budget_steps, resolved.budget_seconds) {
             (Some(n), _) => {
@@ -241,7 +246,22 @@ pub fn run_pretrain_with(
         let mut grads = GradAccumulator::new();
         let mut loss_sum: Option<Tensor<1>> = None;
         let mut exhausted = false;
+        let mut out_of_budget = false;
+        let mut done = 0usize;
         for _ in 0..accum {
+            // With a wall-clock budget, a micro-batch that would end past the budget is not
+            // started (estimated from the last one): a ramped step of many micro-batches
+            // would otherwise overrun the budget by up to a whole step.
+            if let (None, Some(b), Some(mb_secs)) = (
+                resolved.budget_steps,
+                resolved.budget_seconds,
+                last_micro_batch,
+            ) && elapsed() + mb_secs >= b
+            {
+                out_of_budget = true;
+                break;
+            }
+            let mb_start = Instant::now();
             let mb = match reader.next_batch() {
                 None => {
                     exhausted = true;
@@ -259,11 +279,23 @@ pub fn run_pretrain_with(
                 Some(t) => t + detached,
                 None => detached,
             });
+            done += 1;
+            last_micro_batch = Some(mb_start.elapsed().as_secs_f64());
         }
         if exhausted {
             // An incomplete accumulation at the end of the data is dropped.
             break StoppedBy::Data;
         }
+        if done == 0 {
+            break StoppedBy::Budget;
+        }
+        if done < accum {
+            // The budget ends mid-accumulation: the last step takes the micro-batches it has,
+            // averaged over their own count.
+            grads.scale(accum as f64 / done as f64);
+        }
+        budget_spent = out_of_budget;
+        let accum = done;
         let (next, _report) = optim.step(model, grads, lr);
         model = next;
 
@@ -300,7 +332,8 @@ pub fn run_pretrain_with(
             None => loss,
         });
 
-        let finishing = resolved.budget_steps.is_some_and(|n| state.step >= n)
+        let finishing = budget_spent
+            || resolved.budget_steps.is_some_and(|n| state.step >= n)
             || resolved
                 .budget_seconds
                 .is_some_and(|b| state.elapsed_seconds >= b);
