@@ -11,6 +11,7 @@
 //! * [`optim`]: AdamW with PyTorch's arithmetic, decay by contract name, global-norm clipping,
 //!   gradient accumulation;
 //! * [`data`]: the Parquet shards, the tokenizer facts and the prefetching reader thread;
+//! * [`shards`]: a micro-batch split over the CPU cores (data parallelism inside a step);
 //! * [`checkpoint`]: atomic, resumable checkpoints in the stage's work directory;
 //! * [`train`]: the loop: [`run_pretrain`].
 //!
@@ -47,6 +48,7 @@ pub mod error;
 pub mod optim;
 pub mod params;
 pub mod schedule;
+pub mod shards;
 pub mod train;
 
 pub use collator::{IGNORE_INDEX, MaskedBatch, MlmCollator, mask_counts};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use cram_model::{MlmModel, ModelConfig};
 use indicatif::ProgressBar;
 
@@ -16,6 +16,7 @@ use crate::error::PretrainError;
 use crate::optim::{AdamW, GradAccumulator, host_f32};
 use crate::params::{MetricsLine, PretrainParams, PretrainSummary, ResolvedPretrain, StoppedBy};
 use crate::schedule::{accumulation_steps, batch_size};
+use crate::shards::{forward_backward, shard_count};
 
 /// Micro-batches the reader thread prepares ahead of the training step.
 const PREFETCH: usize = 16;
@@ -270,11 +271,16 @@ pub fn run_pretrain_with(
                 Some(r) => r?,
             };
             let b = mb.batch;
-            let ids = Tensor::<2, Int>::from_data(TensorData::new(b.input_ids, [b.rows, s]), &ad);
-            let out = model.forward_loss_at(ids, &b.positions, &b.targets, &ad);
-            let loss = out.loss;
-            let detached = loss.clone().detach().inner();
-            grads.add(&model, loss.div_scalar(accum as f64).backward());
+            let (parts, detached) = forward_backward(
+                &model,
+                &b,
+                shard_count(&ad, b.rows),
+                1.0 / accum as f64,
+                &ad,
+            );
+            for part in parts {
+                grads.add(&part.model, part.grads);
+            }
             loss_sum = Some(match loss_sum {
                 Some(t) => t + detached,
                 None => detached,

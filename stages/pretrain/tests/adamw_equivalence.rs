@@ -6,6 +6,7 @@ mod common;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use cram_model::TensorFile;
+use cram_pretrain::shards::forward_backward;
 use cram_pretrain::{AdamW, AdamWConfig, GradAccumulator};
 
 fn f32s(f: &TensorFile, name: &str) -> Vec<f32> {
@@ -187,4 +188,77 @@ fn accumulating_micro_batches_equals_the_whole_batch() {
         compared += 1;
     });
     assert_eq!(compared, 22);
+}
+
+#[test]
+fn a_micro_batch_split_over_cores_has_the_whole_batch_gradient() {
+    // Shards run on replicas of the model in parallel; their gradients, summed, are the
+    // micro-batch's, also when the shards hold different numbers of selected positions.
+    let path = common::vector_path("tiny.safetensors");
+    let f = TensorFile::open(&path).unwrap();
+    let config = f.config().unwrap().with_dropout(0.0);
+    let device = Device::flex().autodiff();
+    let model = cram_model::load_mlm_with_config(&path, &config, &device).unwrap();
+    let (rows, seq) = (5usize, 16usize);
+    let tokens: Vec<u32> = (0..rows * seq).map(|i| 5 + (i as u32 * 41) % 500).collect();
+    let collator = cram_pretrain::MlmCollator {
+        rate: 0.25,
+        mask_id: 4,
+        random_vocab: 512,
+        seed: 5,
+    };
+    let mut batch = collator.mask(&tokens, seq, 0);
+    // Uneven shares: drop the last row's selected positions but one.
+    let keep = batch
+        .positions
+        .iter()
+        .position(|&p| p >= (4 * seq) as i64)
+        .unwrap()
+        + 1;
+    batch.positions.truncate(keep);
+    batch.targets.truncate(keep);
+
+    let run = |shards: usize| {
+        let (parts, loss) = forward_backward(&model, &batch, shards, 0.5, &device);
+        assert_eq!(parts.len(), shards);
+        let mut acc = GradAccumulator::new();
+        for p in parts {
+            acc.add(&p.model, p.grads);
+        }
+        let loss = loss
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()[0];
+        (acc, loss)
+    };
+    let (whole, whole_loss) = run(1);
+    for shards in [2, 3] {
+        let (split, loss) = run(shards);
+        assert!(
+            (loss - whole_loss).abs() < 1e-5,
+            "{shards} shards: loss {loss} vs {whole_loss}"
+        );
+        let mut compared = 0;
+        model.visit_named(&mut |name, p| {
+            let get = |acc: &GradAccumulator| {
+                acc.get(&p.id())
+                    .unwrap()
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap()
+            };
+            let (a, b) = (get(&whole), get(&split));
+            let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
+            let d = max_diff(&a, &b);
+            assert!(
+                d / scale < 1e-5,
+                "{shards} shards, {name}: gradient differs by {d:e} (max {scale:e})"
+            );
+            compared += 1;
+        });
+        assert_eq!(compared, 22);
+    }
 }
