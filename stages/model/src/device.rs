@@ -178,3 +178,12 @@ mod cuda_probe {
         }
     }
 }
+
+/// Whether tensors on `device` live in host memory: burn's CPU backend (`flex`), with or
+/// without autodiff. Host tensors can be read and rebuilt without a device transfer, which the
+/// optimizer and the per-core micro-batch split use.
+pub fn is_host(device: &Device) -> bool {
+    // `inner` strips the autodiff wrapper.
+    let device = device.clone().inner();
+    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}

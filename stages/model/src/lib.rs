@@ -40,7 +40,7 @@ pub use classification::{ClassLabels, ClassificationModel};
 pub use config::{
     ConfigError, FfnActivation, ModelConfig, ModelOverrides, NormScheme, PositionEmbedding,
 };
-pub use device::{DeviceError, DeviceSpec, select_device};
+pub use device::{DeviceError, DeviceSpec, is_host, select_device};
 pub use encoder::{Encoder, NamedParam};
 pub use error::ModelError;
 pub use mlm::{IGNORE_INDEX, MlmModel, MlmOutput};

@@ -23,6 +23,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use cram_model::{MlmModel, NamedParam};
+use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::PretrainError;
@@ -61,10 +62,72 @@ pub fn decays(name: &str) -> bool {
 /// The sum of a model's gradients over micro-batches, flattened per parameter, off the autodiff
 /// graph. The caller scales each micro-batch's loss (by `1 / micro-batches`, as the reference
 /// does) before its backward pass.
+///
+/// Gradients on the CPU backend are summed in host memory, in parallel over chunks (burn's CPU
+/// kernels for element-wise ops run on one core); on a GPU they stay on the device.
 #[derive(Debug, Default)]
 pub struct GradAccumulator {
-    grads: HashMap<ParamId, Tensor<1>>,
+    grads: HashMap<ParamId, GradSum>,
     micro_batches: usize,
+    /// Keep CPU gradients as tensors too (and so take the tensor-op optimizer step).
+    device_only: bool,
+}
+
+/// One parameter's accumulated gradient.
+#[derive(Debug)]
+enum GradSum {
+    Device(Tensor<1>),
+    /// f32 values in host memory (burn's own buffer, read without a copy).
+    Host {
+        values: TensorData,
+        device: Device,
+    },
+}
+
+/// Elements per parallel work item of the host loops.
+const CHUNK: usize = 1 << 15;
+
+impl GradSum {
+    fn tensor(&self) -> Tensor<1> {
+        match self {
+            Self::Device(t) => t.clone(),
+            Self::Host { values, device } => Tensor::from_data(values.clone(), device),
+        }
+    }
+
+    fn square_sum(&self) -> SquareSum {
+        match self {
+            Self::Device(t) => SquareSum::Device(t.clone().square().sum()),
+            Self::Host { values, .. } => SquareSum::Host(sum_of_squares(f32_slice(values))),
+        }
+    }
+}
+
+/// `sum(x^2)`, in parallel over chunks; within a chunk 16 f32 partial sums (which the compiler
+/// turns into SIMD lanes; a single f64 running sum is a serial chain of additions), across
+/// chunks in f64.
+fn sum_of_squares(x: &[f32]) -> f64 {
+    const LANES: usize = 16;
+    x.par_chunks(CHUNK)
+        .map(|c| {
+            let mut acc = [0f32; LANES];
+            let mut blocks = c.chunks_exact(LANES);
+            for b in &mut blocks {
+                for (a, v) in acc.iter_mut().zip(b) {
+                    *a += v * v;
+                }
+            }
+            let tail: f64 = blocks.remainder().iter().map(|&v| (v * v) as f64).sum();
+            acc.iter().map(|&a| a as f64).sum::<f64>() + tail
+        })
+        .sum()
+}
+
+// A handful of these live at once (one per parameter): size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum SquareSum {
+    Device(Tensor<1>),
+    Host(f64),
 }
 
 impl GradAccumulator {
@@ -73,9 +136,19 @@ impl GradAccumulator {
         Self::default()
     }
 
+    /// An empty accumulator that keeps gradients as tensors even on the CPU backend, so that
+    /// [`AdamW::step`] takes the tensor-op path it takes on a GPU (for tests and comparisons).
+    pub fn on_device() -> Self {
+        Self {
+            device_only: true,
+            ..Self::default()
+        }
+    }
+
     /// Adds the gradients of every parameter of `model` found in `grads` (consumed).
     pub fn add(&mut self, model: &MlmModel, mut grads: Gradients) {
         let acc = &mut self.grads;
+        let device_only = self.device_only;
         model.visit_named(&mut |_, p| {
             let (id, g) = match p {
                 NamedParam::D1(p) => (p.id, p.val().grad_remove(&mut grads)),
@@ -87,13 +160,26 @@ impl GradAccumulator {
                     }),
                 ),
             };
-            if let Some(g) = g {
-                let sum = match acc.remove(&id) {
-                    Some(prev) => prev + g,
-                    None => g,
-                };
-                acc.insert(id, sum);
-            }
+            let Some(g) = g else { return };
+            let device = g.device();
+            let host = !device_only && cram_model::is_host(&device);
+            let sum = match (acc.remove(&id), host) {
+                (None, false) => GradSum::Device(g),
+                (None, true) => GradSum::Host {
+                    values: host_data(g),
+                    device,
+                },
+                (Some(GradSum::Host { mut values, device }), true) => {
+                    let g = host_data(g);
+                    f32_slice_mut(&mut values)
+                        .par_chunks_mut(CHUNK)
+                        .zip(f32_slice(&g).par_chunks(CHUNK))
+                        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+                    GradSum::Host { values, device }
+                }
+                (Some(prev), _) => GradSum::Device(prev.tensor().to_device(&device) + g),
+            };
+            acc.insert(id, sum);
         });
         self.micro_batches += 1;
     }
@@ -102,7 +188,13 @@ impl GradAccumulator {
     /// mean over the micro-batches it has).
     pub fn scale(&mut self, factor: f64) {
         for g in self.grads.values_mut() {
-            *g = g.clone().mul_scalar(factor);
+            match g {
+                GradSum::Device(t) => *t = t.clone().mul_scalar(factor),
+                GradSum::Host { values, .. } => {
+                    let f = factor as f32;
+                    f32_slice_mut(values).par_iter_mut().for_each(|x| *x *= f);
+                }
+            }
         }
     }
 
@@ -116,30 +208,80 @@ impl GradAccumulator {
         self.grads.is_empty()
     }
 
-    /// The accumulated (flattened) gradient of a parameter.
-    pub fn get(&self, id: &ParamId) -> Option<&Tensor<1>> {
-        self.grads.get(id)
+    /// The accumulated (flattened) gradient of a parameter, as a tensor on its device.
+    pub fn get(&self, id: &ParamId) -> Option<Tensor<1>> {
+        self.grads.get(id).map(GradSum::tensor)
     }
 
     /// The global L2 norm of all gradients, shape `[1]`, left on the device.
     pub fn global_norm(&self) -> Option<Tensor<1>> {
-        let mut total: Option<Tensor<1>> = None;
+        let device = self.grads.values().next().map(|g| match g {
+            GradSum::Device(t) => t.device(),
+            GradSum::Host { device, .. } => device.clone(),
+        })?;
+        let (mut host, mut total) = (0f64, None::<Tensor<1>>);
         for g in self.grads.values() {
-            let sq = g.clone().square().sum();
-            total = Some(match total {
-                Some(t) => t + sq,
-                None => sq,
-            });
+            match g.square_sum() {
+                SquareSum::Host(x) => host += x,
+                SquareSum::Device(sq) => {
+                    total = Some(match total {
+                        Some(t) => t + sq,
+                        None => sq,
+                    })
+                }
+            }
         }
-        total.map(|t| t.sqrt())
+        let host = Tensor::<1>::from_data(TensorData::new(vec![host as f32], [1]), &device);
+        Some(match total {
+            Some(t) => (t + host).sqrt(),
+            None => host.sqrt(),
+        })
+    }
+
+    /// The global L2 norm when every gradient is in host memory (`None` otherwise).
+    fn host_norm(&self) -> Option<f64> {
+        let mut sum = 0f64;
+        for g in self.grads.values() {
+            match g.square_sum() {
+                SquareSum::Host(x) => sum += x,
+                SquareSum::Device(_) => return None,
+            }
+        }
+        Some(sum.sqrt())
     }
 }
 
-/// First and second moments of one parameter, flattened, off the autodiff graph.
+/// First and second moments of one parameter, flattened, off the autodiff graph: host vectors
+/// on the CPU backend, tensors on a GPU.
 #[derive(Debug, Clone)]
-struct Moments {
-    m: Tensor<1>,
-    v: Tensor<1>,
+#[allow(clippy::large_enum_variant)] // one per parameter: size does not matter
+enum Moments {
+    Device { m: Tensor<1>, v: Tensor<1> },
+    Host { m: Vec<f32>, v: Vec<f32> },
+}
+
+impl Moments {
+    /// The moments as host vectors (read back from a device if needed).
+    fn into_host(self) -> Result<(Vec<f32>, Vec<f32>), String> {
+        match self {
+            Self::Host { m, v } => Ok((m, v)),
+            Self::Device { m, v } => Ok((host_f32(m)?, host_f32(v)?)),
+        }
+    }
+
+    /// The moments as tensors on `device`.
+    fn into_device(self, device: &Device) -> (Tensor<1>, Tensor<1>) {
+        match self {
+            Self::Device { m, v } => (m.to_device(device), v.to_device(device)),
+            Self::Host { m, v } => {
+                let n = m.len();
+                (
+                    Tensor::from_data(TensorData::new(m, [n]), device),
+                    Tensor::from_data(TensorData::new(v, [n]), device),
+                )
+            }
+        }
+    }
 }
 
 /// What one optimizer step reports.
@@ -180,6 +322,10 @@ impl AdamW {
 
     /// Clips `grads` to the global norm and applies one AdamW step with learning rate `lr` to
     /// every parameter of `model` that has a gradient.
+    ///
+    /// On the CPU backend the update is one fused pass per parameter over host memory, in
+    /// parallel over chunks; on a GPU it is a sequence of tensor ops. Both follow PyTorch's
+    /// arithmetic in f32, in the same order.
     pub fn step(
         &mut self,
         model: MlmModel,
@@ -187,25 +333,10 @@ impl AdamW {
         lr: f64,
     ) -> (MlmModel, StepReport) {
         let names: HashMap<ParamId, String> = cram_model::param_names(&model).into_iter().collect();
-        let norm = grads.global_norm();
-        let grad_norm = match &norm {
-            Some(n) => n.clone(),
-            None => Tensor::zeros([1], &model.encoder().device().inner()),
-        };
-        let coef = match (self.config.grad_clip, norm) {
-            (Some(max), Some(norm)) => {
-                Some(norm.add_scalar(1e-6).recip().mul_scalar(max).clamp_max(1.0))
-            }
-            _ => None,
-        };
         self.steps += 1;
         let t = self.steps as i32;
         let (b1, b2) = self.config.betas;
-        let mut mapper = StepMapper {
-            names: &names,
-            grads: grads.grads,
-            state: &mut self.state,
-            coef,
+        let consts = StepConsts {
             lr,
             b1,
             b2,
@@ -213,6 +344,42 @@ impl AdamW {
             weight_decay: self.config.weight_decay,
             bc1: 1.0 - b1.powi(t),
             bc2: 1.0 - b2.powi(t),
+        };
+        let device = model.encoder().device().inner();
+        if let Some(norm) = grads.host_norm() {
+            // PyTorch's clip coefficient, computed in f32 like its tensor.
+            let coef = self.config.grad_clip.map(|max| {
+                let norm = norm as f32;
+                (max as f32 / (norm + 1e-6)).min(1.0)
+            });
+            let mut mapper = HostStepMapper {
+                names: &names,
+                grads: grads.grads,
+                state: &mut self.state,
+                coef,
+                consts,
+            };
+            let model = model.map(&mut mapper);
+            let grad_norm = Tensor::from_data(TensorData::new(vec![norm as f32], [1]), &device);
+            return (model, StepReport { grad_norm });
+        }
+        let norm = grads.global_norm();
+        let grad_norm = match &norm {
+            Some(n) => n.clone(),
+            None => Tensor::zeros([1], &device),
+        };
+        let coef = match (self.config.grad_clip, norm) {
+            (Some(max), Some(norm)) => {
+                Some(norm.add_scalar(1e-6).recip().mul_scalar(max).clamp_max(1.0))
+            }
+            _ => None,
+        };
+        let mut mapper = StepMapper {
+            names: &names,
+            grads: grads.grads,
+            state: &mut self.state,
+            coef,
+            consts,
         };
         let model = model.map(&mut mapper);
         (model, StepReport { grad_norm })
@@ -224,12 +391,15 @@ impl AdamW {
         let mut names: Vec<&String> = self.state.keys().collect();
         names.sort();
         for name in names {
-            let mom = &self.state[name];
-            for (prefix, t) in [("m", &mom.m), ("v", &mom.v)] {
-                let values = host_f32(t.clone()).map_err(|reason| PretrainError::Tensor {
-                    what: format!("optimizer state {prefix}.{name}"),
-                    reason,
-                })?;
+            let (m, v) =
+                self.state[name]
+                    .clone()
+                    .into_host()
+                    .map_err(|reason| PretrainError::Tensor {
+                        what: format!("optimizer state of {name}"),
+                        reason,
+                    })?;
+            for (prefix, values) in [("m", m), ("v", v)] {
                 let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
                 bufs.push((format!("{prefix}.{name}"), vec![values.len()], bytes));
             }
@@ -266,7 +436,7 @@ impl AdamW {
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| PretrainError::safetensors(path, e))?;
         let device = device.clone().inner();
-        let read = |name: &str| -> Result<Tensor<1>, PretrainError> {
+        let read = |name: &str| -> Result<Vec<f32>, PretrainError> {
             let view = st
                 .tensor(name)
                 .map_err(|e| PretrainError::safetensors(path, e))?;
@@ -281,15 +451,22 @@ impl AdamW {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            let n = values.len();
-            Ok(Tensor::from_data(TensorData::new(values, [n]), &device))
+            Ok(values)
         };
         let mut state = HashMap::new();
         for name in st.names() {
             if let Some(param) = name.strip_prefix("m.") {
-                let m = read(name)?;
-                let v = read(&format!("v.{param}"))?;
-                state.insert(param.to_string(), Moments { m, v });
+                let moments = Moments::Host {
+                    m: read(name)?,
+                    v: read(&format!("v.{param}"))?,
+                };
+                let moments = if cram_model::is_host(&device) {
+                    moments
+                } else {
+                    let (m, v) = moments.into_device(&device);
+                    Moments::Device { m, v }
+                };
+                state.insert(param.to_string(), moments);
             }
         }
         Ok(Self {
@@ -300,6 +477,20 @@ impl AdamW {
     }
 }
 
+/// A host tensor's f32 values as burn's own buffer (no copy when the tensor is contiguous and
+/// not shared).
+fn host_data<const D: usize>(t: Tensor<D>) -> TensorData {
+    t.into_data().convert::<f32>()
+}
+
+fn f32_slice(data: &TensorData) -> &[f32] {
+    data.as_slice::<f32>().expect("f32 data")
+}
+
+fn f32_slice_mut(data: &mut TensorData) -> &mut [f32] {
+    data.as_mut_slice::<f32>().expect("f32 data")
+}
+
 /// Reads a tensor back to the host as f32.
 pub(crate) fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
     t.into_data()
@@ -308,19 +499,39 @@ pub(crate) fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String>
         .map_err(|e| format!("{e:?}"))
 }
 
-/// Applies the AdamW update to each float parameter as the module is rebuilt.
-struct StepMapper<'a> {
-    names: &'a HashMap<ParamId, String>,
-    grads: HashMap<ParamId, Tensor<1>>,
-    state: &'a mut HashMap<String, Moments>,
-    coef: Option<Tensor<1>>,
+/// The scalars of one AdamW step.
+#[derive(Debug, Clone, Copy)]
+struct StepConsts {
     lr: f64,
     b1: f64,
     b2: f64,
     eps: f64,
     weight_decay: f64,
+    /// `1 - beta1^t`.
     bc1: f64,
+    /// `1 - beta2^t`.
     bc2: f64,
+}
+
+impl StepConsts {
+    /// The factor the parameter is multiplied by before the update (decoupled weight decay).
+    fn decay_factor(&self, name: &str) -> f64 {
+        if self.weight_decay != 0.0 && decays(name) {
+            1.0 - self.lr * self.weight_decay
+        } else {
+            1.0
+        }
+    }
+}
+
+/// Applies the AdamW update to each float parameter as the module is rebuilt, with tensor ops
+/// (any device).
+struct StepMapper<'a> {
+    names: &'a HashMap<ParamId, String>,
+    grads: HashMap<ParamId, GradSum>,
+    state: &'a mut HashMap<String, Moments>,
+    coef: Option<Tensor<1>>,
+    consts: StepConsts,
 }
 
 impl ModuleMapper for StepMapper<'_> {
@@ -329,41 +540,179 @@ impl ModuleMapper for StepMapper<'_> {
         let (Some(grad), Some(name)) = (self.grads.remove(&id), self.names.get(&id)) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
+        let k = self.consts;
         let require_grad = tensor.is_require_grad();
         let dims = tensor.dims();
         let n = tensor.shape().num_elements();
         let theta = tensor.inner().reshape([n]);
+        let device = theta.device();
+        let grad = grad.tensor().to_device(&device);
         let g = match &self.coef {
             Some(c) => grad * c.clone(),
             None => grad,
         };
-        let mom = match self.state.remove(name) {
-            Some(Moments { m, v }) => Moments {
-                m: m.clone() + (g.clone() - m).mul_scalar(1.0 - self.b1),
-                v: v.mul_scalar(self.b2) + g.square().mul_scalar(1.0 - self.b2),
-            },
-            None => Moments {
-                m: g.clone().mul_scalar(1.0 - self.b1),
-                v: g.square().mul_scalar(1.0 - self.b2),
-            },
+        let (m, v) = match self.state.remove(name) {
+            Some(mom) => {
+                let (m, v) = mom.into_device(&device);
+                (
+                    m.clone() + (g.clone() - m).mul_scalar(1.0 - k.b1),
+                    v.mul_scalar(k.b2) + g.square().mul_scalar(1.0 - k.b2),
+                )
+            }
+            None => (
+                g.clone().mul_scalar(1.0 - k.b1),
+                g.square().mul_scalar(1.0 - k.b2),
+            ),
         };
-        let theta = if self.weight_decay != 0.0 && decays(name) {
-            theta.mul_scalar(1.0 - self.lr * self.weight_decay)
+        let decay = k.decay_factor(name);
+        let theta = if decay != 1.0 {
+            theta.mul_scalar(decay)
         } else {
             theta
         };
-        let denom = mom
-            .v
-            .clone()
-            .sqrt()
-            .div_scalar(self.bc2.sqrt())
-            .add_scalar(self.eps);
-        let theta = theta - (mom.m.clone() / denom).mul_scalar(self.lr / self.bc1);
-        self.state.insert(name.clone(), mom);
+        let denom = v.clone().sqrt().div_scalar(k.bc2.sqrt()).add_scalar(k.eps);
+        let theta = theta - (m.clone() / denom).mul_scalar(k.lr / k.bc1);
+        self.state.insert(name.clone(), Moments::Device { m, v });
         let mut updated = Tensor::from_inner(theta.reshape(dims));
         if require_grad {
             updated = updated.require_grad();
         }
         Param::from_mapped_value(id, updated, mapper)
+    }
+}
+
+/// Applies the AdamW update to each float parameter in one fused pass over host memory (the CPU
+/// backend): burn's element-wise CPU kernels run on one core and make a pass over memory per
+/// op, a dozen per parameter; this reads and writes each value once, on every core.
+struct HostStepMapper<'a> {
+    names: &'a HashMap<ParamId, String>,
+    grads: HashMap<ParamId, GradSum>,
+    state: &'a mut HashMap<String, Moments>,
+    coef: Option<f32>,
+    consts: StepConsts,
+}
+
+impl ModuleMapper for HostStepMapper<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let (Some(GradSum::Host { values: g, .. }), Some(name)) =
+            (self.grads.remove(&id), self.names.get(&id))
+        else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let require_grad = tensor.is_require_grad();
+        let inner = tensor.inner();
+        let device = inner.device();
+        let mut data = host_data(inner);
+        let g = f32_slice(&g);
+        let (mut m, mut v) = match self.state.remove(name) {
+            Some(mom) => mom.into_host().expect("optimizer moments read back as f32"),
+            None => (vec![0.0; g.len()], vec![0.0; g.len()]),
+        };
+        let k = self.consts;
+        // Constants rounded to f32 as burn rounds a scalar operand of an f32 tensor op.
+        let c = HostConsts {
+            coef: self.coef,
+            one_minus_b1: (1.0 - k.b1) as f32,
+            b2: k.b2 as f32,
+            one_minus_b2: (1.0 - k.b2) as f32,
+            decay: k.decay_factor(name) as f32,
+            sqrt_bc2: k.bc2.sqrt() as f32,
+            eps: k.eps as f32,
+            step_size: (k.lr / k.bc1) as f32,
+        };
+        f32_slice_mut(&mut data)
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((theta, m), v), g)| adamw_update(theta, m, v, g, &c));
+        self.state.insert(name.clone(), Moments::Host { m, v });
+        let mut updated = Tensor::from_inner(Tensor::from_data(data, &device));
+        if require_grad {
+            updated = updated.require_grad();
+        }
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}
+
+/// The f32 scalars of the fused host update.
+struct HostConsts {
+    coef: Option<f32>,
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    decay: f32,
+    sqrt_bc2: f32,
+    eps: f32,
+    step_size: f32,
+}
+
+/// PyTorch's AdamW update (module docs) of one chunk, in the order of its single-tensor path.
+fn adamw_update(theta: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: &HostConsts) {
+    for i in 0..theta.len() {
+        let g = match c.coef {
+            Some(coef) => g[i] * coef,
+            None => g[i],
+        };
+        let mi = m[i] + (g - m[i]) * c.one_minus_b1;
+        let vi = v[i] * c.b2 + (g * g) * c.one_minus_b2;
+        m[i] = mi;
+        v[i] = vi;
+        let denom = vi.sqrt() / c.sqrt_bc2 + c.eps;
+        let t = if c.decay != 1.0 {
+            theta[i] * c.decay
+        } else {
+            theta[i]
+        };
+        theta[i] = t - (mi / denom) * c.step_size;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_of_squares_matches_f64_over_chunk_and_lane_tails() {
+        for n in [0, 1, 15, 17, CHUNK - 1, CHUNK + 5, 3 * CHUNK + 123] {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+                .collect();
+            let want: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            let got = sum_of_squares(&x);
+            assert!(
+                (got - want).abs() <= 1e-6 * want.max(1e-30),
+                "n {n}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_update_matches_the_formula() {
+        let c = HostConsts {
+            coef: Some(0.5),
+            one_minus_b1: 0.1,
+            b2: 0.98,
+            one_minus_b2: 0.02,
+            decay: 0.99,
+            sqrt_bc2: 0.2,
+            eps: 1e-12,
+            step_size: 0.01,
+        };
+        let (mut theta, mut m, mut v) = (vec![1.0f32, -2.0], vec![0.5f32, 0.0], vec![0.25f32, 0.0]);
+        adamw_update(&mut theta, &mut m, &mut v, &[2.0, 0.0], &c);
+        // g = 1: m = 0.5 + 0.5 * 0.1 = 0.55; v = 0.245 + 0.02 = 0.265;
+        // theta = 0.99 - 0.55 / (sqrt(0.265) / 0.2 + 1e-12) * 0.01.
+        let want = 0.99 - 0.55 / (0.265f64.sqrt() / 0.2) * 0.01;
+        assert!((m[0] - 0.55).abs() < 1e-7 && (v[0] - 0.265).abs() < 1e-7);
+        assert!(
+            (theta[0] as f64 - want).abs() < 1e-6,
+            "{} vs {want}",
+            theta[0]
+        );
+        // A zero gradient with zero moments only decays (0 / eps is 0).
+        assert_eq!((m[1], v[1]), (0.0, 0.0));
+        assert!((theta[1] - (-2.0 * 0.99)).abs() < 1e-7);
     }
 }

@@ -25,8 +25,7 @@ use crate::collator::MaskedBatch;
 /// How many shards a micro-batch of `rows` is split into on `device`: one per core of rayon's
 /// pool on the CPU (at most one per row), one on a GPU, whose kernels fill it on their own.
 pub fn shard_count(device: &Device, rows: usize) -> usize {
-    let on_cpu = format!("{device:?}").contains("Flex");
-    if on_cpu {
+    if cram_model::is_host(device) {
         rayon::current_num_threads().clamp(1, rows.max(1))
     } else {
         1
@@ -185,5 +184,14 @@ mod tests {
         }
         assert_eq!(split_rows(&b, 1)[0], b);
         assert_eq!(split_rows(&b, 9).len(), 5, "at most one shard per row");
+    }
+
+    #[test]
+    fn one_shard_per_core_on_the_cpu() {
+        let cpu = Device::flex().autodiff();
+        assert!(cram_model::is_host(&cpu) && cram_model::is_host(&Device::flex()));
+        let cores = rayon::current_num_threads();
+        assert_eq!(shard_count(&cpu, 64), cores);
+        assert_eq!(shard_count(&cpu, 1), 1);
     }
 }

@@ -31,6 +31,12 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn first_step_matches_pytorch() {
+    // The fused host update (the CPU path) and the tensor-op update (the GPU path).
+    first_step(GradAccumulator::new());
+    first_step(GradAccumulator::on_device());
+}
+
+fn first_step(mut grads: GradAccumulator) {
     let path = common::vector_path("tiny.safetensors");
     let f = TensorFile::open(&path).unwrap();
     let config = f.config().unwrap().with_dropout(0.0);
@@ -53,7 +59,6 @@ fn first_step_matches_pytorch() {
         "loss {loss} vs {want_loss}"
     );
 
-    let mut grads = GradAccumulator::new();
     grads.add(&model, out.loss.backward());
     let norm: f32 = grads
         .global_norm()
