@@ -71,11 +71,16 @@ impl LayerNorm {
     }
 }
 
-/// A dense layer in PyTorch's convention: `weight` is `[out, in]`, `y = x W^T (+ b)`.
+/// A dense layer `y = x W^T (+ b)` with PyTorch's `weight` `[out, in]` in checkpoints.
+///
+/// The weight is held transposed, `[in, out]`: the product reads it as it lies and its gradient
+/// (`x^T dy`) comes out contiguous. Held as `[out, in]`, its gradient is a transposed view that
+/// every consumer (gradient sums, the optimizer) has to copy first. [`NamedParam::D2T`] gives
+/// it back in the contract's layout.
 #[derive(Module, Debug)]
 pub struct Dense {
-    /// Weight `[out, in]`.
-    pub weight: Param<Tensor<2>>,
+    /// Weight, transposed: `[in, out]`.
+    pub weight_t: Param<Tensor<2>>,
     /// Optional bias `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
 }
@@ -89,7 +94,7 @@ impl Dense {
         bias: bool,
     ) -> Result<Self, ModelError> {
         Ok(Self {
-            weight: src.param2(&names::weight(prefix), [d_out, d_in], Init::Normal)?,
+            weight_t: src.param2_transposed(&names::weight(prefix), [d_out, d_in], Init::Normal)?,
             bias: if bias {
                 Some(src.param1(&names::bias(prefix), d_out, Init::Zeros)?)
             } else {
@@ -98,9 +103,9 @@ impl Dense {
         })
     }
 
-    /// `x [N, in] -> [N, out]`. The transpose is a strided view, not a copy.
+    /// `x [N, in] -> [N, out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = x.matmul(self.weight.val().transpose());
+        let y = x.matmul(self.weight_t.val());
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<2>(),
             None => y,
@@ -108,7 +113,7 @@ impl Dense {
     }
 
     pub(crate) fn visit(&self, prefix: &str, f: &mut dyn FnMut(String, NamedParam<'_>)) {
-        f(names::weight(prefix), NamedParam::D2(&self.weight));
+        f(names::weight(prefix), NamedParam::D2T(&self.weight_t));
         if let Some(b) = &self.bias {
             f(names::bias(prefix), NamedParam::D1(b));
         }
@@ -120,8 +125,12 @@ impl Dense {
 pub enum NamedParam<'a> {
     /// A vector parameter (biases, norms, `pos_scale`).
     D1(&'a Param<Tensor<1>>),
-    /// A matrix parameter (dense weights, embeddings).
+    /// A matrix parameter held in the contract's layout (embeddings).
     D2(&'a Param<Tensor<2>>),
+    /// A matrix parameter held transposed: the contract's `[r, c]` lies as `[c, r]` (dense
+    /// weights, see [`Dense`]). [`NamedParam::shape`], [`NamedParam::to_vec`] and
+    /// [`NamedParam::grad_vec`] give the contract's layout.
+    D2T(&'a Param<Tensor<2>>),
 }
 
 impl NamedParam<'_> {
@@ -129,37 +138,63 @@ impl NamedParam<'_> {
     pub fn id(&self) -> burn::module::ParamId {
         match self {
             NamedParam::D1(p) => p.id,
-            NamedParam::D2(p) => p.id,
+            NamedParam::D2(p) | NamedParam::D2T(p) => p.id,
         }
     }
 
-    /// The parameter's shape.
+    /// The parameter's shape in the contract's layout.
     pub fn shape(&self) -> Vec<usize> {
         match self {
             NamedParam::D1(p) => p.val().dims().to_vec(),
             NamedParam::D2(p) => p.val().dims().to_vec(),
+            NamedParam::D2T(p) => {
+                let [c, r] = p.val().dims();
+                vec![r, c]
+            }
         }
     }
 
-    /// The current value, read back to the host as row-major f32.
+    /// The contract's `[rows, cols]` of a parameter held transposed (`None` for the others).
+    pub fn transposed_shape(&self) -> Option<[usize; 2]> {
+        match self {
+            NamedParam::D2T(p) => {
+                let [c, r] = p.val().dims();
+                Some([r, c])
+            }
+            _ => None,
+        }
+    }
+
+    /// The current value, read back to the host as row-major f32 in the contract's layout.
     pub fn to_vec(&self) -> Result<Vec<f32>, String> {
         let data = match self {
             NamedParam::D1(p) => p.val().into_data(),
-            NamedParam::D2(p) => p.val().into_data(),
+            NamedParam::D2(p) | NamedParam::D2T(p) => p.val().into_data(),
         };
-        data.convert::<f32>()
+        let values = data
+            .convert::<f32>()
             .try_into_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(self.in_contract_layout(values))
     }
 
-    /// The gradient of this parameter in `grads`, as row-major f32 on the host (`None` when the
-    /// parameter received no gradient).
+    /// The gradient of this parameter in `grads`, as row-major f32 on the host in the
+    /// contract's layout (`None` when the parameter received no gradient).
     pub fn grad_vec(&self, grads: &burn::tensor::Gradients) -> Option<Vec<f32>> {
         let data = match self {
             NamedParam::D1(p) => p.val().grad(grads)?.into_data(),
-            NamedParam::D2(p) => p.val().grad(grads)?.into_data(),
+            NamedParam::D2(p) | NamedParam::D2T(p) => p.val().grad(grads)?.into_data(),
         };
-        data.convert::<f32>().try_into_vec::<f32>().ok()
+        let values = data.convert::<f32>().try_into_vec::<f32>().ok()?;
+        Some(self.in_contract_layout(values))
+    }
+
+    fn in_contract_layout(&self, values: Vec<f32>) -> Vec<f32> {
+        match self.transposed_shape() {
+            // Held as [c, r]: its transpose is the contract's [r, c].
+            Some([r, c]) => crate::init::transpose(&values, c, r),
+            None => values,
+        }
     }
 }
 

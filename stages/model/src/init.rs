@@ -43,6 +43,22 @@ pub(crate) trait ParamSource {
         ))
     }
 
+    /// A rank-2 parameter whose values (row-major `shape`, as named and stored in checkpoints)
+    /// are held transposed, `[shape[1], shape[0]]`.
+    fn param2_transposed(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        init: Init,
+    ) -> Result<Param<Tensor<2>>, ModelError> {
+        let values = self.fetch(name, &shape, init)?;
+        let [rows, cols] = shape;
+        Ok(Param::from_data(
+            TensorData::new(transpose(&values, rows, cols), [cols, rows]),
+            self.device(),
+        ))
+    }
+
     /// A rank-2 parameter.
     fn param2(
         &mut self,
@@ -56,6 +72,18 @@ pub(crate) trait ParamSource {
             self.device(),
         ))
     }
+}
+
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
+pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(values.len(), rows * cols, "a [{rows}, {cols}] matrix");
+    let mut out = vec![0.0; values.len()];
+    for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
 }
 
 /// Seeded random initialisation: normal(0, std) weights, zero biases, unit norms.

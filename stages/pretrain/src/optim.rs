@@ -152,7 +152,7 @@ impl GradAccumulator {
         model.visit_named(&mut |_, p| {
             let (id, g) = match p {
                 NamedParam::D1(p) => (p.id, p.val().grad_remove(&mut grads)),
-                NamedParam::D2(p) => (
+                NamedParam::D2(p) | NamedParam::D2T(p) => (
                     p.id,
                     p.val().grad_remove(&mut grads).map(|g| {
                         let n = g.shape().num_elements();
@@ -298,6 +298,9 @@ pub struct AdamW {
     config: AdamWConfig,
     state: HashMap<String, Moments>,
     steps: u64,
+    /// Contract `[rows, cols]` of the parameters the model holds transposed: their moments lie
+    /// in the model's layout and are transposed to the contract's in the state file.
+    transposed: HashMap<String, [usize; 2]>,
 }
 
 impl AdamW {
@@ -307,6 +310,7 @@ impl AdamW {
             config,
             state: HashMap::new(),
             steps: 0,
+            transposed: HashMap::new(),
         }
     }
 
@@ -333,6 +337,7 @@ impl AdamW {
         lr: f64,
     ) -> (MlmModel, StepReport) {
         let names: HashMap<ParamId, String> = cram_model::param_names(&model).into_iter().collect();
+        self.transposed = transposed_params(&model);
         self.steps += 1;
         let t = self.steps as i32;
         let (b1, b2) = self.config.betas;
@@ -399,6 +404,11 @@ impl AdamW {
                         what: format!("optimizer state of {name}"),
                         reason,
                     })?;
+            let (m, v) = match self.transposed.get(name) {
+                // Held as [c, r]; written as the contract's [r, c].
+                Some(&[r, c]) => (transpose(&m, c, r), transpose(&v, c, r)),
+                None => (m, v),
+            };
             for (prefix, values) in [("m", m), ("v", v)] {
                 let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
                 bufs.push((format!("{prefix}.{name}"), vec![values.len()], bytes));
@@ -419,8 +429,11 @@ impl AdamW {
             .map_err(|e| PretrainError::safetensors(path, e))
     }
 
-    /// Reads what [`AdamW::save`] wrote; the moments go to `device` (without autodiff).
-    pub fn load(config: AdamWConfig, path: &Path, device: &Device) -> Result<Self, PretrainError> {
+    /// Reads what [`AdamW::save`] wrote, for `model` (whose parameter layouts the moments take);
+    /// the moments go to the model's device (without autodiff).
+    pub fn load(config: AdamWConfig, path: &Path, model: &MlmModel) -> Result<Self, PretrainError> {
+        let device = model.encoder().device();
+        let transposed = transposed_params(model);
         let bytes = std::fs::read(path).map_err(|e| PretrainError::io(path, e))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| PretrainError::safetensors(path, e))?;
@@ -456,10 +469,26 @@ impl AdamW {
         let mut state = HashMap::new();
         for name in st.names() {
             if let Some(param) = name.strip_prefix("m.") {
-                let moments = Moments::Host {
-                    m: read(name)?,
-                    v: read(&format!("v.{param}"))?,
+                let (m, v) = (read(name)?, read(&format!("v.{param}"))?);
+                let (m, v) = match transposed.get(param) {
+                    // The contract's [r, c] into the model's [c, r].
+                    Some(&[r, c]) if m.len() == r * c && v.len() == r * c => {
+                        (transpose(&m, r, c), transpose(&v, r, c))
+                    }
+                    Some(&[r, c]) => {
+                        return Err(PretrainError::Checkpoint {
+                            path: path.to_path_buf(),
+                            reason: format!(
+                                "optimizer state of {param} has {} values, the model's [{r}, {c}] \
+                                 has {}",
+                                m.len(),
+                                r * c
+                            ),
+                        });
+                    }
+                    None => (m, v),
                 };
+                let moments = Moments::Host { m, v };
                 let moments = if cram_model::is_host(&device) {
                     moments
                 } else {
@@ -473,8 +502,31 @@ impl AdamW {
             config,
             state,
             steps,
+            transposed,
         })
     }
+}
+
+/// Contract `[rows, cols]` of every parameter `model` holds transposed, by contract name.
+fn transposed_params(model: &MlmModel) -> HashMap<String, [usize; 2]> {
+    let mut out = HashMap::new();
+    model.visit_named(&mut |name, p| {
+        if let Some(shape) = p.transposed_shape() {
+            out.insert(name, shape);
+        }
+    });
+    out
+}
+
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
 }
 
 /// A host tensor's f32 values as burn's own buffer (no copy when the tensor is contiguous and

@@ -178,7 +178,7 @@ pub fn run_pretrain_with(
             let optim = AdamW::load(
                 resolved.adamw(),
                 &f.dir.join(checkpoint::OPTIMIZER_FILE),
-                &ad,
+                &model,
             )?;
             let step = f.state.step;
             let mut metrics = f.metrics;

@@ -122,8 +122,44 @@ fn state_round_trips_through_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("optimizer.safetensors");
     a.save(&file).unwrap();
-    let mut b = AdamW::load(AdamWConfig::default(), &file, &device).unwrap();
+    let mut b = AdamW::load(AdamWConfig::default(), &file, &model).unwrap();
     assert_eq!(b.steps(), 1);
+
+    // The file holds moments in the contract's layout (dense weights are held transposed in
+    // the model): after one step from zero, m = (1 - beta1) * clip * g elementwise.
+    let name = "encoder.layers.0.attn.qkv.weight";
+    let model0 = cram_model::load_mlm_with_config(&path, &config, &device).unwrap();
+    let out = model0.forward_loss(
+        ints2(&f, "input.mlm_ids", &device),
+        ints2(&f, "input.mlm_labels", &device),
+    );
+    let grads = out.loss.backward();
+    let mut g = None;
+    model0.visit_named(&mut |n, p| {
+        if n == name {
+            g = p.grad_vec(&grads);
+        }
+    });
+    let g = g.unwrap();
+    let (shape, m) = TensorFile::open(&file)
+        .unwrap()
+        .f32(&format!("m.{name}"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(shape, vec![g.len()]);
+    let i = (0..g.len())
+        .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+        .unwrap();
+    let k = m[i] / g[i];
+    assert!(k > 0.0 && k <= 0.1 + 1e-6, "m / g = {k}");
+    let scale = m.iter().fold(0f32, |a, x| a.max(x.abs()));
+    for (j, (&mj, &gj)) in m.iter().zip(&g).enumerate() {
+        assert!(
+            (mj - k * gj).abs() <= 1e-5 * scale,
+            "m.{name}[{j}] = {mj}, expected {}",
+            k * gj
+        );
+    }
 
     let model_b = model.clone();
     let next_a = run(&mut a, model);
