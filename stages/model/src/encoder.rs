@@ -357,10 +357,34 @@ impl Attention {
         if let Some(bias) = bias {
             scores = scores + bias.clone();
         }
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let probs = self.dropout.forward(softmax_closed_form(scores));
         let ctx = probs.matmul(v).swap_dims(1, 2).reshape([n, h]);
         self.out.forward(ctx)
     }
+}
+
+/// Softmax over the last dimension, with its gradient attached in closed form.
+///
+/// burn's autodiff has no softmax op of its own: it records the decomposition (max, subtract,
+/// `exp`, sum, divide) and differentiates each step, and on the CPU each is a single-core pass
+/// with a scalar `exp`. Here the probabilities `P` come from the backend's fused kernel, off the
+/// graph, and the gradient is attached through `d = x - stop(x)` (value 0, gradient the
+/// identity): `y = P + P * (d - sum(P * d))` equals `P`, and its Jacobian is
+/// `diag(P) - P P^T`, softmax's own.
+pub fn softmax_closed_form<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let last = D - 1;
+    let p = softmax(x.clone().inner(), last);
+    if !x.is_tracked() {
+        return if x.is_autodiff() {
+            Tensor::from_inner(p)
+        } else {
+            p
+        };
+    }
+    let p = Tensor::<D>::from_inner(p);
+    let d = x.clone() - x.detach();
+    let expected = (p.clone() * d.clone()).sum_dim(last);
+    p.clone() + p * (d - expected)
 }
 
 /// The feed-forward block: GELU-GLU (`a * gelu(g)`) or plain GELU (fact 4).

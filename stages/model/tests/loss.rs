@@ -1,6 +1,7 @@
 //! The closed-form cross-entropy against the plain autodiff one: same value, same gradient.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use cram_model::encoder::softmax_closed_form;
 use cram_model::mlm::{cross_entropy, cross_entropy_reference};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -86,4 +87,54 @@ fn untracked_and_plain_devices_give_the_loss() {
         let got = host(cross_entropy(x, t))[0];
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
+}
+
+/// `sum(softmax_fn(x) * w)` and its gradient at `x` (`[2, 3, rows, cols]`).
+fn softmax_and_grad(
+    softmax_fn: fn(Tensor<4>) -> Tensor<4>,
+    x: &[f32],
+    w: &[f32],
+    shape: [usize; 4],
+) -> (Vec<f32>, Vec<f32>) {
+    let device = Device::flex().autodiff();
+    let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &device).require_grad();
+    let w = Tensor::<4>::from_data(TensorData::new(w.to_vec(), shape), &device);
+    let y = softmax_fn(x.clone());
+    let value = host(y.clone());
+    let mut grads = (y * w).sum().backward();
+    let grad = x.grad_remove(&mut grads).expect("x has a gradient");
+    (value, host(grad))
+}
+
+#[test]
+fn closed_form_softmax_matches_autodiff_in_value_and_gradient() {
+    let shape = [2, 3, 5, 17];
+    let n: usize = shape.iter().product();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for scale in [0.1f32, 3.0, 30.0] {
+        let x: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+            .collect();
+        let w: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let reference = |t: Tensor<4>| burn::tensor::activation::softmax(t, 3);
+        let (want, want_grad) = softmax_and_grad(reference, &x, &w, shape);
+        let (got, got_grad) = softmax_and_grad(softmax_closed_form, &x, &w, shape);
+        for (i, (g, v)) in got.iter().zip(&want).enumerate() {
+            assert!((g - v).abs() <= 1e-6, "p[{i}] {g} vs {v} (scale {scale})");
+        }
+        for (i, (g, v)) in got_grad.iter().zip(&want_grad).enumerate() {
+            assert!(
+                (g - v).abs() <= 1e-6,
+                "grad[{i}] {g} vs {v} (scale {scale})"
+            );
+        }
+        assert!(got_grad.iter().any(|g| g.abs() > 1e-3), "a real gradient");
+    }
+    // Off the graph and on a plain device it is the plain softmax.
+    let plain = Tensor::<4>::from_data(
+        TensorData::new(vec![0.5f32; 8], [1, 1, 2, 4]),
+        &Device::flex(),
+    );
+    let p = host(softmax_closed_form(plain));
+    assert!(p.iter().all(|&v| (v - 0.25).abs() < 1e-7));
 }
