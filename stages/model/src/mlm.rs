@@ -2,11 +2,11 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::IndexingUpdateOp;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::ModelConfig;
-use crate::encoder::{Dense, Encoder, LayerNorm, NamedParam};
+use crate::encoder::{Dense, Encoder, LayerNorm, NamedParam, gelu_closed_form};
 use crate::error::ModelError;
 use crate::init::{Init, ParamSource, RandomInit};
 use crate::names;
@@ -91,7 +91,7 @@ impl MlmModel {
     /// Decoder logits `[N, V]` of hidden rows `[N, H]`: `h E^T (+ b)` after the optional transform.
     pub fn decode(&self, hidden: Tensor<2>) -> Tensor<2> {
         let hidden = match &self.head_transform {
-            Some(t) => t.norm.forward(gelu(t.dense.forward(hidden))),
+            Some(t) => t.norm.forward(gelu_closed_form(t.dense.forward(hidden))),
             None => hidden,
         };
         let logits = hidden.matmul(self.encoder.embedding.word.val().transpose());

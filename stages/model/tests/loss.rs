@@ -1,7 +1,7 @@
 //! The closed-form cross-entropy against the plain autodiff one: same value, same gradient.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use cram_model::encoder::softmax_closed_form;
+use cram_model::encoder::{gelu_closed_form, softmax_closed_form};
 use cram_model::mlm::{cross_entropy, cross_entropy_reference};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -137,4 +137,47 @@ fn closed_form_softmax_matches_autodiff_in_value_and_gradient() {
     );
     let p = host(softmax_closed_form(plain));
     assert!(p.iter().all(|&v| (v - 0.25).abs() < 1e-7));
+}
+
+#[test]
+fn closed_form_gelu_has_burns_value_and_the_exact_gradient() {
+    let device = Device::flex().autodiff();
+    let xs: Vec<f32> = (0..2 * 3 * 41).map(|i| (i as f32 - 120.0) / 17.0).collect();
+    let w: Vec<f32> = (0..xs.len()).map(|i| 1.0 + (i % 5) as f32 / 4.0).collect();
+    let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [2, 3, 41]), &device).require_grad();
+    let wt = Tensor::<3>::from_data(TensorData::new(w.clone(), [2, 3, 41]), &device);
+    let y = gelu_closed_form(x.clone());
+    let want = host(burn::tensor::activation::gelu(x.clone().detach()));
+    for (i, (g, v)) in host(y.clone()).iter().zip(&want).enumerate() {
+        assert!((g - v).abs() <= 1e-6, "gelu[{i}] {g} vs {v}");
+    }
+    let mut grads = (y * wt).sum().backward();
+    let grad = host(x.grad_remove(&mut grads).unwrap());
+    for (i, ((&g, &x), &w)) in grad.iter().zip(&xs).zip(&w).enumerate() {
+        let x = x as f64;
+        // d/dx x Phi(x) = Phi(x) + x phi(x).
+        let phi = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let cdf = 0.5 * erfc_f64(-x / std::f64::consts::SQRT_2);
+        let want = (cdf + x * phi) * w as f64;
+        assert!(
+            (g as f64 - want).abs() <= 2e-6 * want.abs().max(1.0),
+            "grad[{i}] {g} vs {want}"
+        );
+    }
+    // Off the graph it is burn's GELU.
+    let plain = Tensor::<1>::from_data(TensorData::new(vec![1.0f32], [1]), &Device::flex());
+    assert!((host(gelu_closed_form(plain))[0] - 0.841_344_7).abs() < 1e-6);
+}
+
+/// The complementary error function in f64, `1 - erf(x)` with `erf` by Simpson's rule on
+/// `[0, x]` (20000 intervals): an independent reference, ample for a test.
+fn erfc_f64(x: f64) -> f64 {
+    let n = 20_000;
+    let h = x / n as f64;
+    let f = |t: f64| (-t * t).exp();
+    let mut s = f(0.0) + f(x);
+    for i in 1..n {
+        s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    1.0 - s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
 }
