@@ -102,6 +102,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 force: forced,
                 jobs,
             };
+            crate::interrupt::install();
             let report = exec::run(&pipeline, &store, &opts, &ui)?;
             let count =
                 |f: fn(&Outcome) -> bool| report.outcomes.iter().filter(|(_, o)| f(o)).count();

@@ -104,6 +104,17 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
                     i += 1;
                 }
             }
+            // After a Ctrl-C nothing new starts.
+            if crate::interrupt::requested() {
+                for i in pending.drain(..) {
+                    let name = pipeline.stages[i].name.clone();
+                    ui.line(&format!("  skipped {name}: interrupted"));
+                    failed.insert(name.clone());
+                    report
+                        .outcomes
+                        .push((name, Outcome::Skipped("interrupted".into())));
+                }
+            }
             // Start what is ready.
             let mut i = 0;
             while i < pending.len() && running.len() < jobs {

@@ -13,6 +13,7 @@ pub mod diag;
 pub mod exec;
 pub mod hashing;
 pub mod hub_server;
+pub mod interrupt;
 pub mod kinds;
 pub mod lockfile;
 pub mod pipeline;

@@ -193,3 +193,105 @@ fn every_recipe_loads_and_resolves() {
     assert!(t.contains("arch = \"bert-original\""), "{t}");
     assert!(t.contains("model.norm_scheme = \"post\""), "{t}");
 }
+
+/// A small corpus → tokenizer → pack → pretrain pipeline with a wall-clock budget.
+const INTERRUPTIBLE: &str = r#"
+name = "interruptible"
+seed = 0
+
+[stages.corpus]
+kind = "synthetic"
+documents = 1500
+
+[stages.tokenizer]
+kind = "tokenizer"
+inputs = ["corpus"]
+model = "wordpiece"
+vocab_size = 512
+
+[stages.tokenize]
+kind = "pack"
+inputs = ["corpus", "tokenizer"]
+seq_length = 32
+
+[stages.pretrain]
+kind = "pretrain"
+inputs = ["tokenize"]
+arch = "tiny"
+budget = "6s"
+micro_batch = 8
+batch_size = 16
+device = "cpu"
+log_every = 1
+
+[stages.after]
+kind = "command"
+inputs = ["pretrain"]
+run = "echo done > {output}/after.txt"
+"#;
+
+#[test]
+fn ctrl_c_stops_pretraining_with_a_checkpoint_and_the_rerun_resumes_within_the_budget() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), INTERRUPTIBLE).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cram"))
+        .args(["run", "p.toml"])
+        .current_dir(dir.path())
+        .env_remove("CRAM_CACHE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Pretraining starts once the lock file records the packed sequences.
+    let lock = dir.path().join("p.toml.lock");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|l| l.contains("\"tokenize\"")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "pack never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let first = text(&out);
+    assert!(!out.status.success(), "an interrupted run fails: {first}");
+    assert!(first.contains("interrupted at step"), "{first}");
+    assert!(
+        first.contains("skipped after"),
+        "the stage after it does not run: {first}"
+    );
+
+    let second = cram(dir.path(), &["run", "p.toml"]);
+    let again = text(&second);
+    assert!(second.status.success(), "{again}");
+    assert_eq!(ran(&second), ["pretrain", "after"], "{again}");
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&lock).unwrap()).unwrap();
+    let key = lock["stages"]["pretrain"]["key"].as_str().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            dir.path()
+                .join("cache/entries")
+                .join(key)
+                .join("out/summary.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let resumed = summary["resumed_from_step"].as_u64();
+    assert!(resumed.is_some(), "the rerun resumed: {summary}");
+    let steps = summary["steps"].as_u64().unwrap();
+    assert!(steps > resumed.unwrap(), "and went on: {summary}");
+    let wall = summary["wall_seconds"].as_f64().unwrap();
+    assert!(
+        (4.0..9.0).contains(&wall),
+        "the budget (6 s) counts both runs: {wall} s"
+    );
+}

@@ -61,13 +61,20 @@ impl Kind for Pretrain {
     fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
         let p: PretrainParams = ctx.typed()?;
         let seqs = ctx.require_input(Artifact::Sequences)?;
-        summary(&cram_pretrain::run_pretrain(
+        // Ctrl-C stops the run after its current step, with a checkpoint to resume from.
+        let graceful = crate::interrupt::Graceful::new();
+        let control = cram_pretrain::RunControl {
+            interrupt: Some(graceful.flag()),
+            ..Default::default()
+        };
+        summary(&cram_pretrain::run_pretrain_with(
             &p,
             &seqs.dir,
             ctx.seed,
             ctx.work_dir,
             ctx.out_dir,
             ctx.progress,
+            &control,
         )?)
     }
 }

@@ -250,6 +250,21 @@ pub fn run_pretrain_with(
         let mut out_of_budget = false;
         let mut done = 0usize;
         for _ in 0..accum {
+            // Ctrl-C mid-step: the model, optimizer and data position are still the last
+            // step's, so that is the checkpoint; this step's micro-batches are redone on resume
+            // (their time stays spent: the budget is wall clock).
+            if control
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::SeqCst))
+            {
+                state.elapsed_seconds = elapsed();
+                write_checkpoint(work_dir, &state, &metrics, &model, &config, &optim)?;
+                return Err(PretrainError::Interrupted {
+                    step: state.step,
+                    work_dir: work_dir.to_path_buf(),
+                });
+            }
             // With a wall-clock budget, a micro-batch that would end past the budget is not
             // started (estimated from the last one): a ramped step of many micro-batches
             // would otherwise overrun the budget by up to a whole step.
