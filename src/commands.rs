@@ -124,7 +124,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 "cram: {ran} ran, {cached} cached, {failed} failed, {skipped} skipped; lock file {}",
                 pipeline.meta.lock_file.display()
             );
-            if report.failed() {
+            if crate::interrupt::requested() {
+                eprintln!("{summary}");
+                Ok(ExitCode::from(crate::interrupt::EXIT_INTERRUPTED))
+            } else if report.failed() {
                 eprintln!("{summary}");
                 Ok(ExitCode::from(EXIT_STAGE_FAILED))
             } else {

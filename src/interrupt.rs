@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Exit status of a process ended by Ctrl-C (128 + SIGINT), as shells report it.
-pub const EXIT_INTERRUPTED: i32 = 130;
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 static GRACEFUL: AtomicUsize = AtomicUsize::new(0);
 
@@ -39,7 +39,7 @@ fn on_ctrl_c() {
         );
     } else {
         eprintln!("\ncram: interrupted");
-        std::process::exit(EXIT_INTERRUPTED);
+        std::process::exit(EXIT_INTERRUPTED.into());
     }
 }
 
