@@ -5,7 +5,7 @@
 //! (`format`, `kind`, `config`), and the names come from one table ([`crate::names`]) that the
 //! model builders use too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -230,12 +230,51 @@ fn write(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(st_err)?;
-    let metadata = HashMap::from([
+    let metadata = BTreeMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("kind".to_string(), kind.to_string()),
         ("config".to_string(), config.to_json()),
     ]);
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(st_err)
+    write_safetensors(path, views, &metadata)
+}
+
+/// Writes a safetensors file whose bytes depend only on its tensors and metadata.
+///
+/// The `safetensors` crate keeps `__metadata__` in a `HashMap` and writes it in the map's
+/// iteration order, which differs from process to process: the same checkpoint would get
+/// different bytes, and the engine's early cutoff (equal output hashes) would never fire after
+/// a pretraining rerun. The crate serialises the tensors (their layout is deterministic); the
+/// header is then rewritten here with its keys sorted, padded with spaces to 8 bytes as the
+/// format allows.
+pub fn write_safetensors(
+    path: &Path,
+    views: Vec<(String, safetensors::tensor::TensorView<'_>)>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), ModelError> {
+    let st_err = |source| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = safetensors::serialize(views, None).map_err(st_err)?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let mut header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors writes a JSON header");
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".to_string(),
+            serde_json::to_value(metadata).expect("string map"),
+        );
+    }
+    let mut json = serde_json::to_vec(&header).expect("JSON header");
+    json.resize(json.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes an MLM checkpoint (`kind = mlm`) in the contract naming.

@@ -55,6 +55,16 @@ fn mlm_round_trip_reproduces_outputs() {
         let a = host(model.forward_logits(ids(&device)));
         let b = host(back.forward_logits(ids(&device)));
         assert_close(preset, &b, &a, 0.0);
+        // The same model gives the same bytes (the metadata block in a fixed order).
+        let again = dir.path().join("again.safetensors");
+        save_mlm(&back, &c2, &again).unwrap();
+        assert!(
+            std::fs::read(&path).unwrap() == std::fs::read(&again).unwrap(),
+            "{preset}: saving is deterministic"
+        );
+        let meta = TensorFile::open(&again).unwrap().metadata().clone();
+        assert_eq!(meta["format"], "cram-ref-v1");
+        assert_eq!(meta["kind"], "mlm");
     }
     let c = small();
     write_config_json(&c, &dir.path().join("config.json")).unwrap();

@@ -105,10 +105,12 @@ impl GradSum {
 
 /// `sum(x^2)`, in parallel over chunks; within a chunk 16 f32 partial sums (which the compiler
 /// turns into SIMD lanes; a single f64 running sum is a serial chain of additions), across
-/// chunks in f64.
+/// chunks in f64, in chunk order: rayon's own `sum` groups partial sums by how work was stolen,
+/// which would change the last bits from run to run.
 fn sum_of_squares(x: &[f32]) -> f64 {
     const LANES: usize = 16;
-    x.par_chunks(CHUNK)
+    let partial: Vec<f64> = x
+        .par_chunks(CHUNK)
         .map(|c| {
             let mut acc = [0f32; LANES];
             let mut blocks = c.chunks_exact(LANES);
@@ -120,7 +122,8 @@ fn sum_of_squares(x: &[f32]) -> f64 {
             let tail: f64 = blocks.remainder().iter().map(|&v| (v * v) as f64).sum();
             acc.iter().map(|&a| a as f64).sum::<f64>() + tail
         })
-        .sum()
+        .collect();
+    partial.iter().sum()
 }
 
 // A handful of these live at once (one per parameter): size does not matter.
@@ -421,12 +424,13 @@ impl AdamW {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| PretrainError::safetensors(path, e))?;
-        let meta = HashMap::from([
+        let meta = std::collections::BTreeMap::from([
             ("format".to_string(), "cram-adamw-v1".to_string()),
             ("steps".to_string(), self.steps.to_string()),
         ]);
-        safetensors::serialize_to_file(views, Some(meta), path)
-            .map_err(|e| PretrainError::safetensors(path, e))
+        Ok(cram_model::checkpoint::write_safetensors(
+            path, views, &meta,
+        )?)
     }
 
     /// Reads what [`AdamW::save`] wrote, for `model` (whose parameter layouts the moments take);

@@ -10,6 +10,9 @@
 //! each shard's loss is weighted by its share of them and the gradients add up to the gradient
 //! of the whole micro-batch's loss (up to the order of float summation).
 //!
+//! With dropout on, the training loop runs micro-batches whole: dropout masks come from the
+//! backend's single random stream, which shards running at once would read in a varying order.
+//!
 //! Each shard but the first runs on a *replica* of the model: the same parameter values and
 //! [`ParamId`](burn::module::ParamId)s, but fresh autodiff leaves. burn's autodiff keeps the
 //! operations of graphs that share a leaf in one mutex-guarded graph; replicas keep the shards'

@@ -89,6 +89,18 @@ fn mask_seed(seed: u64) -> u64 {
     seed ^ 0x6d6c_6d5f_6d61_736b // "mlm_mask"
 }
 
+/// The seed of the backend's random stream (dropout masks) for optimizer step `step`: reseeded
+/// every step, so that a resumed run draws what an uninterrupted one would (the stream's state
+/// itself cannot be saved).
+fn dropout_seed(seed: u64, step: u64) -> u64 {
+    // splitmix64 of (seed, step): well spread even for consecutive steps.
+    let mut z =
+        (seed ^ 0x6472_6f70_6f75_7400).wrapping_add(step.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The backend name of a device, from burn's description of it.
 pub fn backend_name(device: &Device) -> String {
     let d = format!("{device:?}").to_ascii_lowercase();
@@ -219,6 +231,16 @@ pub fn run_pretrain_with(
     let checkpoint_every =
         (resolved.checkpoint_every > 0.0).then_some(resolved.checkpoint_every * 60.0);
 
+    // Dropout draws from the backend's one random stream: shards running at once would take
+    // its numbers in an order that changes from run to run, so with dropout on a micro-batch
+    // runs whole.
+    let shards = |rows: usize| {
+        if resolved.dropout {
+            1
+        } else {
+            shard_count(&ad, rows)
+        }
+    };
     let mut last_micro_batch: Option<f64> = None;
     let mut budget_spent = false;
     let stopped_by = loop {
@@ -243,6 +265,9 @@ pub fn run_pretrain_with(
         };
         let accum = accumulation_steps(p, m, resolved.batch_size, resolved.ramp_fraction);
         let lr = resolved.schedule.lr(resolved.lr, p);
+        if resolved.dropout {
+            ad.seed(dropout_seed(seed, state.step));
+        }
 
         let mut grads = GradAccumulator::new();
         let mut loss_sum: Option<Tensor<1>> = None;
@@ -286,13 +311,8 @@ pub fn run_pretrain_with(
                 Some(r) => r?,
             };
             let b = mb.batch;
-            let (parts, detached) = forward_backward(
-                &model,
-                &b,
-                shard_count(&ad, b.rows),
-                1.0 / accum as f64,
-                &ad,
-            );
+            let (parts, detached) =
+                forward_backward(&model, &b, shards(b.rows), 1.0 / accum as f64, &ad);
             for part in parts {
                 grads.add(&part.model, part.grads);
             }
