@@ -75,7 +75,7 @@ pub(crate) trait ParamSource {
 }
 
 /// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
-pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(values.len(), rows * cols, "a [{rows}, {cols}] matrix");
     let mut out = vec![0.0; values.len()];
     for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {

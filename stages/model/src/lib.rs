@@ -43,6 +43,7 @@ pub use config::{
 pub use device::{DeviceError, DeviceSpec, is_host, select_device};
 pub use encoder::{Encoder, NamedParam};
 pub use error::ModelError;
+pub use init::transpose;
 pub use mlm::{IGNORE_INDEX, MlmModel, MlmOutput};
 
 use burn::module::ParamId;

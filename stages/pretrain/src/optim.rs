@@ -22,7 +22,7 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use cram_model::{MlmModel, NamedParam};
+use cram_model::{MlmModel, NamedParam, transpose};
 use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -519,17 +519,6 @@ fn transposed_params(model: &MlmModel) -> HashMap<String, [usize; 2]> {
             out.insert(name, shape);
         }
     });
-    out
-}
-
-/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
-        }
-    }
     out
 }
 
