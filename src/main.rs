@@ -8,8 +8,9 @@ use cram::commands::{EXIT_STAGE_FAILED, EXIT_USAGE, dispatch};
 use cram::diag::PipelineError;
 
 /// Training allocates and frees tensors of many megabytes every step; glibc's malloc hands
-/// those back to the kernel each time (page faults were ~10 % of a CPU step), mimalloc keeps
-/// them for reuse (see `cram_pretrain::alloc`).
+/// those back to the kernel each time, and the page faults of taking them back were a large part
+/// of a CPU step (docs/performance.md); mimalloc keeps them for reuse (see
+/// `cram_pretrain::alloc`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -29,6 +29,15 @@ fn ran(o: &Output) -> Vec<String> {
         .collect()
 }
 
+/// The `summary.json` of the `pretrain` stage recorded in the lock file `lock` in `dir`.
+fn pretrain_summary(dir: &Path, lock: &str) -> serde_json::Value {
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(lock)).unwrap()).unwrap();
+    let key = lock["stages"]["pretrain"]["key"].as_str().unwrap();
+    let summary = dir.join("cache/entries").join(key).join("out/summary.json");
+    serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap()
+}
+
 fn recipe(name: &str) -> String {
     std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -96,21 +105,7 @@ fn sanity_recipe_runs_end_to_end_then_caches_then_reruns_only_what_changed() {
 
     // The tiny model learned something: its final MLM loss is well below
     // the uniform guess over the vocabulary.
-    let lock: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("sanity.toml.lock")).unwrap(),
-    )
-    .unwrap();
-    let key = lock["stages"]["pretrain"]["key"].as_str().unwrap();
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            dir.path()
-                .join("cache/entries")
-                .join(key)
-                .join("out/summary.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let summary = pretrain_summary(dir.path(), "sanity.toml.lock");
     let final_loss = summary["final_loss"].as_f64().unwrap();
     assert!(final_loss < 0.8 * (1024f64).ln(), "final loss {final_loss}");
 
@@ -272,19 +267,7 @@ fn ctrl_c_stops_pretraining_with_a_checkpoint_and_the_rerun_resumes_within_the_b
     let again = text(&second);
     assert!(second.status.success(), "{again}");
     assert_eq!(ran(&second), ["pretrain", "after"], "{again}");
-    let lock: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&lock).unwrap()).unwrap();
-    let key = lock["stages"]["pretrain"]["key"].as_str().unwrap();
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            dir.path()
-                .join("cache/entries")
-                .join(key)
-                .join("out/summary.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let summary = pretrain_summary(dir.path(), "p.toml.lock");
     let resumed = summary["resumed_from_step"].as_u64();
     assert!(resumed.is_some(), "the rerun resumed: {summary}");
     let steps = summary["steps"].as_u64().unwrap();

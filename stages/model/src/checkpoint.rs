@@ -6,6 +6,7 @@
 //! model builders use too.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -267,11 +268,14 @@ pub fn write_safetensors(
     }
     let mut json = serde_json::to_vec(&header).expect("JSON header");
     json.resize(json.len().div_ceil(8) * 8, b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&bytes[8 + n..]);
-    std::fs::write(path, out).map_err(|source| ModelError::Io {
+    // Header then the tensor bytes as they are, without copying them into a second buffer.
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(path)?;
+        file.write_all(&(json.len() as u64).to_le_bytes())?;
+        file.write_all(&json)?;
+        file.write_all(&bytes[8 + n..])
+    };
+    write().map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
     })

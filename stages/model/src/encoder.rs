@@ -145,13 +145,10 @@ impl NamedParam<'_> {
 
     /// The parameter's shape in the contract's layout.
     pub fn shape(&self) -> Vec<usize> {
-        match self {
-            NamedParam::D1(p) => p.val().dims().to_vec(),
-            NamedParam::D2(p) => p.val().dims().to_vec(),
-            NamedParam::D2T(p) => {
-                let [c, r] = p.val().dims();
-                vec![r, c]
-            }
+        match (self, self.transposed_shape()) {
+            (_, Some(contract)) => contract.to_vec(),
+            (NamedParam::D1(p), None) => p.val().dims().to_vec(),
+            (NamedParam::D2(p) | NamedParam::D2T(p), None) => p.val().dims().to_vec(),
         }
     }
 

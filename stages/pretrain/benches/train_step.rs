@@ -99,9 +99,7 @@ fn main() {
                 .unwrap()[0];
             let t1 = Instant::now();
             let mut grads = GradAccumulator::new();
-            for p in parts {
-                grads.add(&p.model, p.grads);
-            }
+            grads.add_shards(parts);
             let t2 = Instant::now();
             let (next, report) = optim.step(model, grads, 1e-3);
             model = next;

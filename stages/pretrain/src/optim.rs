@@ -94,13 +94,6 @@ impl GradSum {
             Self::Host { values, device } => Tensor::from_data(values.clone(), device),
         }
     }
-
-    fn square_sum(&self) -> SquareSum {
-        match self {
-            Self::Device(t) => SquareSum::Device(t.clone().square().sum()),
-            Self::Host { values, .. } => SquareSum::Host(sum_of_squares(f32_slice(values))),
-        }
-    }
 }
 
 /// `sum(x^2)`, in parallel over chunks; within a chunk 16 f32 partial sums (which the compiler
@@ -126,13 +119,6 @@ fn sum_of_squares(x: &[f32]) -> f64 {
     partial.iter().sum()
 }
 
-// A handful of these live at once (one per parameter): size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum SquareSum {
-    Device(Tensor<1>),
-    Host(f64),
-}
-
 impl GradAccumulator {
     /// An empty accumulator.
     pub fn new() -> Self {
@@ -148,8 +134,23 @@ impl GradAccumulator {
         }
     }
 
-    /// Adds the gradients of every parameter of `model` found in `grads` (consumed).
-    pub fn add(&mut self, model: &MlmModel, mut grads: Gradients) {
+    /// Adds the gradients of every parameter of `model` found in `grads` (consumed), as one
+    /// micro-batch.
+    pub fn add(&mut self, model: &MlmModel, grads: Gradients) {
+        self.sum_in(model, grads);
+        self.micro_batches += 1;
+    }
+
+    /// Adds one micro-batch that ran split into shards ([`crate::shards::forward_backward`]):
+    /// every shard's gradients, counted as one micro-batch.
+    pub fn add_shards(&mut self, shards: Vec<crate::shards::ShardGrads>) {
+        for shard in shards {
+            self.sum_in(&shard.model, shard.grads);
+        }
+        self.micro_batches += 1;
+    }
+
+    fn sum_in(&mut self, model: &MlmModel, mut grads: Gradients) {
         let acc = &mut self.grads;
         let device_only = self.device_only;
         model.visit_named(&mut |_, p| {
@@ -184,7 +185,6 @@ impl GradAccumulator {
             };
             acc.insert(id, sum);
         });
-        self.micro_batches += 1;
     }
 
     /// Multiplies every accumulated gradient by `factor` (an accumulation cut short keeps the
@@ -218,36 +218,31 @@ impl GradAccumulator {
 
     /// The global L2 norm of all gradients, shape `[1]`, left on the device.
     pub fn global_norm(&self) -> Option<Tensor<1>> {
-        let device = self.grads.values().next().map(|g| match g {
-            GradSum::Device(t) => t.device(),
-            GradSum::Host { device, .. } => device.clone(),
-        })?;
-        let (mut host, mut total) = (0f64, None::<Tensor<1>>);
-        for g in self.grads.values() {
-            match g.square_sum() {
-                SquareSum::Host(x) => host += x,
-                SquareSum::Device(sq) => {
-                    total = Some(match total {
-                        Some(t) => t + sq,
-                        None => sq,
-                    })
-                }
-            }
+        let first = self.grads.values().next()?;
+        if let Some(norm) = self.host_norm() {
+            let device = match first {
+                GradSum::Host { device, .. } => device.clone(),
+                GradSum::Device(t) => t.device(),
+            };
+            return Some(Tensor::from_data(
+                TensorData::new(vec![norm as f32], [1]),
+                &device,
+            ));
         }
-        let host = Tensor::<1>::from_data(TensorData::new(vec![host as f32], [1]), &device);
-        Some(match total {
-            Some(t) => (t + host).sqrt(),
-            None => host.sqrt(),
-        })
+        self.grads
+            .values()
+            .map(|g| g.tensor().square().sum())
+            .reduce(|a, b| a + b)
+            .map(|t| t.sqrt())
     }
 
     /// The global L2 norm when every gradient is in host memory (`None` otherwise).
     fn host_norm(&self) -> Option<f64> {
         let mut sum = 0f64;
         for g in self.grads.values() {
-            match g.square_sum() {
-                SquareSum::Host(x) => sum += x,
-                SquareSum::Device(_) => return None,
+            match g {
+                GradSum::Host { values, .. } => sum += sum_of_squares(f32_slice(values)),
+                GradSum::Device(_) => return None,
             }
         }
         Some(sum.sqrt())
@@ -354,39 +349,37 @@ impl AdamW {
             bc2: 1.0 - b2.powi(t),
         };
         let device = model.encoder().device().inner();
-        if let Some(norm) = grads.host_norm() {
-            // PyTorch's clip coefficient, computed in f32 like its tensor.
-            let coef = self.config.grad_clip.map(|max| {
-                let norm = norm as f32;
-                (max as f32 / (norm + 1e-6)).min(1.0)
-            });
-            let mut mapper = HostStepMapper {
-                names: &names,
-                grads: grads.grads,
-                state: &mut self.state,
-                coef,
-                consts,
-            };
-            let model = model.map(&mut mapper);
-            let grad_norm = Tensor::from_data(TensorData::new(vec![norm as f32], [1]), &device);
-            return (model, StepReport { grad_norm });
-        }
-        let norm = grads.global_norm();
-        let grad_norm = match &norm {
-            Some(n) => n.clone(),
-            None => Tensor::zeros([1], &device),
-        };
-        let coef = match (self.config.grad_clip, norm) {
-            (Some(max), Some(norm)) => {
-                Some(norm.add_scalar(1e-6).recip().mul_scalar(max).clamp_max(1.0))
+        let (clip, grad_norm) = match grads.host_norm() {
+            Some(norm) => {
+                // PyTorch's clip coefficient, computed in f32 like its tensor.
+                let coef = self
+                    .config
+                    .grad_clip
+                    .map(|max| (max as f32 / (norm as f32 + 1e-6)).min(1.0));
+                let norm = Tensor::from_data(TensorData::new(vec![norm as f32], [1]), &device);
+                (Clip::Host(coef), norm)
             }
-            _ => None,
+            None => {
+                let norm = grads.global_norm();
+                let coef = match (self.config.grad_clip, &norm) {
+                    (Some(max), Some(norm)) => Some(
+                        norm.clone()
+                            .add_scalar(1e-6)
+                            .recip()
+                            .mul_scalar(max)
+                            .clamp_max(1.0),
+                    ),
+                    _ => None,
+                };
+                let norm = norm.unwrap_or_else(|| Tensor::zeros([1], &device));
+                (Clip::Device(coef), norm)
+            }
         };
         let mut mapper = StepMapper {
             names: &names,
             grads: grads.grads,
             state: &mut self.state,
-            coef,
+            clip,
             consts,
         };
         let model = model.map(&mut mapper);
@@ -569,13 +562,22 @@ impl StepConsts {
     }
 }
 
-/// Applies the AdamW update to each float parameter as the module is rebuilt, with tensor ops
-/// (any device).
+/// The gradient-clipping coefficient of a step, where the gradients are.
+#[allow(clippy::large_enum_variant)] // one per step: size does not matter
+enum Clip {
+    /// Host gradients: the coefficient as a number (`None`: no clipping).
+    Host(Option<f32>),
+    /// Device gradients: the coefficient as a tensor `[1]` on the device.
+    Device(Option<Tensor<1>>),
+}
+
+/// Applies the AdamW update to each float parameter as the module is rebuilt: one fused pass
+/// over host memory for host gradients (the CPU backend), tensor ops otherwise.
 struct StepMapper<'a> {
     names: &'a HashMap<ParamId, String>,
     grads: HashMap<ParamId, GradSum>,
     state: &'a mut HashMap<String, Moments>,
-    coef: Option<Tensor<1>>,
+    clip: Clip,
     consts: StepConsts,
 }
 
@@ -585,40 +587,25 @@ impl ModuleMapper for StepMapper<'_> {
         let (Some(grad), Some(name)) = (self.grads.remove(&id), self.names.get(&id)) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
-        let k = self.consts;
         let require_grad = tensor.is_require_grad();
-        let dims = tensor.dims();
-        let n = tensor.shape().num_elements();
-        let theta = tensor.inner().reshape([n]);
-        let device = theta.device();
-        let grad = grad.tensor().to_device(&device);
-        let g = match &self.coef {
-            Some(c) => grad * c.clone(),
-            None => grad,
-        };
-        let (m, v) = match self.state.remove(name) {
-            Some(mom) => {
-                let (m, v) = mom.into_device(&device);
-                (
-                    m.clone() + (g.clone() - m).mul_scalar(1.0 - k.b1),
-                    v.mul_scalar(k.b2) + g.square().mul_scalar(1.0 - k.b2),
-                )
+        let moments = self.state.remove(name);
+        let decay = self.consts.decay_factor(name);
+        let (theta, moments) = match (grad, &self.clip) {
+            (GradSum::Host { values, .. }, Clip::Host(coef)) => {
+                self.consts
+                    .host_update(tensor.inner(), &values, moments, *coef, decay)
             }
-            None => (
-                g.clone().mul_scalar(1.0 - k.b1),
-                g.square().mul_scalar(1.0 - k.b2),
-            ),
+            (grad, clip) => {
+                let coef = match clip {
+                    Clip::Device(c) => c.clone(),
+                    Clip::Host(c) => c.map(|c| Tensor::from_data([c], &tensor.device().inner())),
+                };
+                self.consts
+                    .device_update(tensor.inner(), grad.tensor(), moments, coef, decay)
+            }
         };
-        let decay = k.decay_factor(name);
-        let theta = if decay != 1.0 {
-            theta.mul_scalar(decay)
-        } else {
-            theta
-        };
-        let denom = v.clone().sqrt().div_scalar(k.bc2.sqrt()).add_scalar(k.eps);
-        let theta = theta - (m.clone() / denom).mul_scalar(k.lr / k.bc1);
-        self.state.insert(name.clone(), Moments::Device { m, v });
-        let mut updated = Tensor::from_inner(theta.reshape(dims));
+        self.state.insert(name.clone(), moments);
+        let mut updated = Tensor::from_inner(theta);
         if require_grad {
             updated = updated.require_grad();
         }
@@ -626,45 +613,80 @@ impl ModuleMapper for StepMapper<'_> {
     }
 }
 
-/// Applies the AdamW update to each float parameter in one fused pass over host memory (the CPU
-/// backend): burn's element-wise CPU kernels run on one core and make a pass over memory per
-/// op, a dozen per parameter; this reads and writes each value once, on every core.
-struct HostStepMapper<'a> {
-    names: &'a HashMap<ParamId, String>,
-    grads: HashMap<ParamId, GradSum>,
-    state: &'a mut HashMap<String, Moments>,
-    coef: Option<f32>,
-    consts: StepConsts,
-}
-
-impl ModuleMapper for HostStepMapper<'_> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let (Some(GradSum::Host { values: g, .. }), Some(name)) =
-            (self.grads.remove(&id), self.names.get(&id))
-        else {
-            return Param::from_mapped_value(id, tensor, mapper);
+impl StepConsts {
+    /// The update with tensor ops (any device) of `theta` (off the graph).
+    fn device_update<const D: usize>(
+        &self,
+        theta: Tensor<D>,
+        grad: Tensor<1>,
+        moments: Option<Moments>,
+        coef: Option<Tensor<1>>,
+        decay: f64,
+    ) -> (Tensor<D>, Moments) {
+        let dims = theta.dims();
+        let n = theta.shape().num_elements();
+        let theta = theta.reshape([n]);
+        let device = theta.device();
+        let grad = grad.to_device(&device);
+        let g = match coef {
+            Some(c) => grad * c,
+            None => grad,
         };
-        let require_grad = tensor.is_require_grad();
-        let inner = tensor.inner();
-        let device = inner.device();
-        let mut data = host_data(inner);
-        let g = f32_slice(&g);
-        let (mut m, mut v) = match self.state.remove(name) {
+        let (m, v) = match moments {
+            Some(mom) => {
+                let (m, v) = mom.into_device(&device);
+                (
+                    m.clone() + (g.clone() - m).mul_scalar(1.0 - self.b1),
+                    v.mul_scalar(self.b2) + g.square().mul_scalar(1.0 - self.b2),
+                )
+            }
+            None => (
+                g.clone().mul_scalar(1.0 - self.b1),
+                g.square().mul_scalar(1.0 - self.b2),
+            ),
+        };
+        let theta = if decay != 1.0 {
+            theta.mul_scalar(decay)
+        } else {
+            theta
+        };
+        let denom = v
+            .clone()
+            .sqrt()
+            .div_scalar(self.bc2.sqrt())
+            .add_scalar(self.eps);
+        let theta = theta - (m.clone() / denom).mul_scalar(self.lr / self.bc1);
+        (theta.reshape(dims), Moments::Device { m, v })
+    }
+
+    /// The update in one fused pass over host memory, in parallel over chunks: burn's
+    /// element-wise CPU kernels run on one core and make a pass over memory per op, a dozen per
+    /// parameter; this reads and writes each value once, on every core.
+    fn host_update<const D: usize>(
+        &self,
+        theta: Tensor<D>,
+        grad: &TensorData,
+        moments: Option<Moments>,
+        coef: Option<f32>,
+        decay: f64,
+    ) -> (Tensor<D>, Moments) {
+        let device = theta.device();
+        let mut data = host_data(theta);
+        let g = f32_slice(grad);
+        let (mut m, mut v) = match moments {
             Some(mom) => mom.into_host().expect("optimizer moments read back as f32"),
             None => (vec![0.0; g.len()], vec![0.0; g.len()]),
         };
-        let k = self.consts;
         // Constants rounded to f32 as burn rounds a scalar operand of an f32 tensor op.
         let c = HostConsts {
-            coef: self.coef,
-            one_minus_b1: (1.0 - k.b1) as f32,
-            b2: k.b2 as f32,
-            one_minus_b2: (1.0 - k.b2) as f32,
-            decay: k.decay_factor(name) as f32,
-            sqrt_bc2: k.bc2.sqrt() as f32,
-            eps: k.eps as f32,
-            step_size: (k.lr / k.bc1) as f32,
+            coef,
+            one_minus_b1: (1.0 - self.b1) as f32,
+            b2: self.b2 as f32,
+            one_minus_b2: (1.0 - self.b2) as f32,
+            decay: decay as f32,
+            sqrt_bc2: self.bc2.sqrt() as f32,
+            eps: self.eps as f32,
+            step_size: (self.lr / self.bc1) as f32,
         };
         f32_slice_mut(&mut data)
             .par_chunks_mut(CHUNK)
@@ -672,12 +694,7 @@ impl ModuleMapper for HostStepMapper<'_> {
             .zip(v.par_chunks_mut(CHUNK))
             .zip(g.par_chunks(CHUNK))
             .for_each(|(((theta, m), v), g)| adamw_update(theta, m, v, g, &c));
-        self.state.insert(name.clone(), Moments::Host { m, v });
-        let mut updated = Tensor::from_inner(Tensor::from_data(data, &device));
-        if require_grad {
-            updated = updated.require_grad();
-        }
-        Param::from_mapped_value(id, updated, mapper)
+        (Tensor::from_data(data, &device), Moments::Host { m, v })
     }
 }
 

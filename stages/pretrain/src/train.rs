@@ -272,7 +272,6 @@ pub fn run_pretrain_with(
         let mut grads = GradAccumulator::new();
         let mut loss_sum: Option<Tensor<1>> = None;
         let mut exhausted = false;
-        let mut out_of_budget = false;
         let mut done = 0usize;
         for _ in 0..accum {
             // Ctrl-C mid-step: the model, optimizer and data position are still the last
@@ -299,7 +298,7 @@ pub fn run_pretrain_with(
                 last_micro_batch,
             ) && elapsed() + mb_secs >= b
             {
-                out_of_budget = true;
+                budget_spent = true;
                 break;
             }
             let mb_start = Instant::now();
@@ -313,9 +312,7 @@ pub fn run_pretrain_with(
             let b = mb.batch;
             let (parts, detached) =
                 forward_backward(&model, &b, shards(b.rows), 1.0 / accum as f64, &ad);
-            for part in parts {
-                grads.add(&part.model, part.grads);
-            }
+            grads.add_shards(parts);
             loss_sum = Some(match loss_sum {
                 Some(t) => t + detached,
                 None => detached,
@@ -335,7 +332,6 @@ pub fn run_pretrain_with(
             // averaged over their own count.
             grads.scale(accum as f64 / done as f64);
         }
-        budget_spent = out_of_budget;
         let accum = done;
         let (next, _report) = optim.step(model, grads, lr);
         model = next;

@@ -21,6 +21,16 @@ fn ints2(f: &TensorFile, name: &str, device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(v, [shape[0], shape[1]]), device)
 }
 
+/// The accumulated gradient of `id` as host f32.
+fn accumulated(acc: &GradAccumulator, id: &burn::module::ParamId) -> Vec<f32> {
+    acc.get(id)
+        .unwrap()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -208,22 +218,7 @@ fn accumulating_micro_batches_equals_the_whole_batch() {
     assert_eq!(split.micro_batches(), 2);
     let mut compared = 0;
     model.visit_named(&mut |name, p| {
-        let a = whole
-            .get(&p.id())
-            .unwrap()
-            .clone()
-            .into_data()
-            .convert::<f32>();
-        let b = split
-            .get(&p.id())
-            .unwrap()
-            .clone()
-            .into_data()
-            .convert::<f32>();
-        let (a, b) = (
-            a.try_into_vec::<f32>().unwrap(),
-            b.try_into_vec::<f32>().unwrap(),
-        );
+        let (a, b) = (accumulated(&whole, &p.id()), accumulated(&split, &p.id()));
         let d = max_diff(&a, &b);
         assert!(d < 1e-6, "{name}: accumulated gradient differs by {d:e}");
         compared += 1;
@@ -263,9 +258,8 @@ fn a_micro_batch_split_over_cores_has_the_whole_batch_gradient() {
         let (parts, loss) = forward_backward(&model, &batch, shards, 0.5, &device);
         assert_eq!(parts.len(), shards);
         let mut acc = GradAccumulator::new();
-        for p in parts {
-            acc.add(&p.model, p.grads);
-        }
+        acc.add_shards(parts);
+        assert_eq!(acc.micro_batches(), 1, "the shards are one micro-batch");
         let loss = loss
             .into_data()
             .convert::<f32>()
@@ -282,16 +276,7 @@ fn a_micro_batch_split_over_cores_has_the_whole_batch_gradient() {
         );
         let mut compared = 0;
         model.visit_named(&mut |name, p| {
-            let get = |acc: &GradAccumulator| {
-                acc.get(&p.id())
-                    .unwrap()
-                    .clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap()
-            };
-            let (a, b) = (get(&whole), get(&split));
+            let (a, b) = (accumulated(&whole, &p.id()), accumulated(&split, &p.id()));
             let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
             let d = max_diff(&a, &b);
             assert!(
