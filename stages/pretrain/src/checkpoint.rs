@@ -8,9 +8,10 @@
 //! either the previous or the new checkpoint complete; [`find`] falls back to `checkpoint.old`
 //! when the crash fell between the two renames.
 //!
-//! The MLM masking draws each row's randomness from a stream selected by the row's index
-//! (see [`crate::collator`]), so the data position `next_row` is the whole random state of the
-//! data pipeline. Dropout (off by default) draws from the backend's generator, which is not
+//! The MLM masking draws each row's randomness from a stream selected by the row's position in
+//! the training stream (see [`crate::collator`]), and each pass's order is a pure function of the
+//! seed and the pass (see [`crate::passes`]), so the stream position `position` is the whole
+//! random state of the data pipeline. Dropout (off by default) draws from the backend's generator, which is not
 //! saved: with `dropout = true` a resumed run is a valid continuation but not bit-identical.
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use crate::error::PretrainError;
 use crate::params::MetricsLine;
 
 /// Format tag of `state.json`.
-pub const STATE_FORMAT: &str = "cram-pretrain-state-v1";
+pub const STATE_FORMAT: &str = "cram-pretrain-state-v2";
 
 /// The training loop's counters and position, saved in `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,14 +40,17 @@ pub struct TrainState {
     pub tokens: u64,
     /// Sequences trained on.
     pub sequences: u64,
-    /// Global index of the next row to read (the data position and the masking RNG's state).
-    pub next_row: u64,
+    /// Stream position of the next row to read: `pass * rows + index within the pass` (the data
+    /// position and the masking RNG's state).
+    pub position: u64,
     /// Budget seconds spent.
     pub elapsed_seconds: f64,
     /// Loss of the first step.
     pub initial_loss: Option<f64>,
     /// Loss of the last step.
     pub last_loss: Option<f64>,
+    /// Learning rate of the last step.
+    pub last_lr: Option<f64>,
     /// Exponentially smoothed loss shown by the progress bar.
     pub smoothed_loss: Option<f64>,
 }
@@ -61,10 +65,11 @@ impl TrainState {
             micro_steps: 0,
             tokens: 0,
             sequences: 0,
-            next_row: 0,
+            position: 0,
             elapsed_seconds: 0.0,
             initial_loss: None,
             last_loss: None,
+            last_lr: None,
             smoothed_loss: None,
         }
     }

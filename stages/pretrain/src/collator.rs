@@ -7,9 +7,11 @@
 //! positions and [`IGNORE_INDEX`] elsewhere.
 //!
 //! Each row's randomness comes from its own ChaCha8 stream, keyed by the seed and selected by
-//! the row's global index in the corpus. The masking of a row is therefore a pure function of
-//! `(seed, row index, tokens)`: it does not depend on the micro-batch size, on which thread
-//! masks it, or on whether the run was interrupted and resumed.
+//! the row's position in the training stream (`pass * rows + index`, see [`crate::passes`]).
+//! The masking of a row is therefore a pure function of `(seed, position, tokens)`: it does not
+//! depend on the micro-batch size, on which thread masks it, or on whether the run was
+//! interrupted and resumed; and a row read again in a later pass gets fresh masks, as the
+//! reference's collator draws new ones every time it sees a row.
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -63,7 +65,7 @@ pub struct MlmCollator {
 
 impl MlmCollator {
     /// Masks `rows` rows of `seq_len` tokens (`tokens.len() == rows * seq_len`) whose first row
-    /// has the global index `first_row` in the corpus.
+    /// has the position `first_row` in the training stream (the rest follow it).
     pub fn mask(&self, tokens: &[u32], seq_len: usize, first_row: u64) -> MaskedBatch {
         assert!(seq_len > 0, "rows must hold at least one token");
         assert_eq!(tokens.len() % seq_len, 0, "tokens must be whole rows");

@@ -11,6 +11,8 @@
 //! * [`optim`]: AdamW with PyTorch's arithmetic, decay by contract name, global-norm clipping,
 //!   gradient accumulation;
 //! * [`data`]: the Parquet shards, the tokenizer facts and the prefetching reader thread;
+//! * [`passes`]: the order of the rows, pass after pass: training repeats the data, reshuffled
+//!   each pass, until its budget is spent (or `max_epochs` passes);
 //! * [`shards`]: a micro-batch split over the CPU cores (data parallelism inside a step);
 //! * [`checkpoint`]: atomic, resumable checkpoints in the stage's work directory;
 //! * [`train`]: the loop: [`run_pretrain`].
@@ -47,6 +49,7 @@ pub mod data;
 pub mod error;
 pub mod optim;
 pub mod params;
+pub mod passes;
 pub mod schedule;
 pub mod shards;
 pub mod train;
@@ -61,4 +64,4 @@ pub use schedule::{LrSchedule, accumulation_steps, batch_size};
 pub use train::{RunControl, run_pretrain, run_pretrain_with};
 
 /// Bumped whenever a change to the code changes the bytes this kind writes.
-pub const CODE_VERSION: u32 = 2;
+pub const CODE_VERSION: u32 = 3;

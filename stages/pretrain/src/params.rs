@@ -24,6 +24,11 @@ pub struct PretrainParams {
     /// Budget in optimizer steps instead of wall clock (deterministic; for tests and
     /// comparisons). The schedules then run on `step / budget_steps`.
     pub budget_steps: Option<u64>,
+    /// Stop after this many passes over the packed rows (a float: `1.5` is one and a half),
+    /// even if budget is left; by default training repeats the data, reshuffled each pass,
+    /// until the budget is spent. A run stopped this way does not finish its schedule, and the
+    /// report says so.
+    pub max_epochs: Option<f64>,
     /// Sequences per forward/backward pass (micro-batch); larger batches are reached by
     /// gradient accumulation.
     pub micro_batch: usize,
@@ -67,6 +72,7 @@ impl Default for PretrainParams {
             model: ModelOverrides::default(),
             budget: "24h".into(),
             budget_steps: None,
+            max_epochs: None,
             micro_batch: 128,
             batch_size: 8192,
             ramp_fraction: 0.6,
@@ -99,6 +105,8 @@ pub struct ResolvedPretrain {
     pub budget_seconds: Option<f64>,
     /// Step budget.
     pub budget_steps: Option<u64>,
+    /// Passes over the data after which training stops (`None`: no limit).
+    pub max_epochs: Option<f64>,
     /// Micro-batch size.
     pub micro_batch: usize,
     /// Target batch size (a whole number of micro-batches).
@@ -158,6 +166,15 @@ impl PretrainParams {
         };
         if self.micro_batch == 0 {
             return Err(invalid("micro_batch", 0, "must be at least 1"));
+        }
+        if let Some(e) = self.max_epochs
+            && !(e > 0.0 && e.is_finite())
+        {
+            return Err(invalid(
+                "max_epochs",
+                e,
+                "must be a positive number of passes (leave it out for no limit)",
+            ));
         }
         if self.batch_size == 0 {
             return Err(invalid("batch_size", 0, "must be at least 1"));
@@ -220,6 +237,7 @@ impl PretrainParams {
             vocab_size_from_tokenizer: self.model.vocab_size.is_none(),
             budget_seconds,
             budget_steps: self.budget_steps,
+            max_epochs: self.max_epochs,
             micro_batch: self.micro_batch,
             batch_size: self.batch_size.div_ceil(self.micro_batch) * self.micro_batch,
             ramp_fraction: self.ramp_fraction,
@@ -267,6 +285,8 @@ pub struct MetricsLine {
     pub batch_size: usize,
     /// Training throughput since the previous line.
     pub tokens_per_second: f64,
+    /// Passes over the packed rows so far (sequences trained on ÷ rows).
+    pub epochs: f64,
 }
 
 /// Why a run ended.
@@ -277,7 +297,8 @@ pub enum StoppedBy {
     Budget,
     /// `budget_steps` optimizer steps were taken.
     Steps,
-    /// The data ran out (one epoch at most).
+    /// The data ran out before the budget: `max_epochs` passes were read, or the corpus holds
+    /// fewer rows than one micro-batch. The schedule did not finish.
     Data,
 }
 
@@ -318,8 +339,18 @@ pub struct PretrainSummary {
     pub dropout: bool,
     /// The step a checkpoint resumed from (`null` for an uninterrupted run).
     pub resumed_from_step: Option<u64>,
-    /// Fraction of the input's rows trained on.
-    pub epochs_fraction: f64,
+    /// Passes over the input's rows: sequences trained on ÷ rows (above 1 when the data was
+    /// repeated).
+    #[serde(alias = "epochs_fraction")]
+    pub epochs: f64,
+    /// Rows (sequences) in the input.
+    pub rows: u64,
+    /// The `max_epochs` limit, if one was set.
+    pub max_epochs: Option<f64>,
+    /// Learning rate of the last step (the schedule's end when the budget was spent).
+    pub final_lr: Option<f64>,
+    /// Peak learning rate of the schedule.
+    pub peak_lr: f64,
 }
 
 #[cfg(test)]
@@ -381,6 +412,8 @@ mod tests {
         assert!(bad(&|p| p.budget = "soon".into()).contains("budget"));
         assert!(bad(&|p| p.micro_batch = 0).contains("micro_batch"));
         assert!(bad(&|p| p.ramp_fraction = 1.5).contains("ramp_fraction"));
+        assert!(bad(&|p| p.max_epochs = Some(0.0)).contains("max_epochs"));
+        assert!(bad(&|p| p.max_epochs = Some(f64::NAN)).contains("max_epochs"));
         assert!(bad(&|p| p.device = "tpu".into()).contains("tpu"));
         assert_eq!(parse_budget("1h 30m").unwrap(), 5400.0);
         assert_eq!(parse_budget("90s").unwrap(), 90.0);

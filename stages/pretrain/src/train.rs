@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 
 use crate::checkpoint::{self, TrainState};
 use crate::collator::MlmCollator;
-use crate::data::{Reader, Sequences, read_tokenizer};
+use crate::data::{Reader, Sequences, StreamSpan, read_tokenizer};
 use crate::error::PretrainError;
 use crate::optim::{AdamW, GradAccumulator, host_f32};
 use crate::params::{MetricsLine, PretrainParams, PretrainSummary, ResolvedPretrain, StoppedBy};
@@ -215,7 +215,28 @@ pub fn run_pretrain_with(
         random_vocab: tok.vocab_size as u32,
         seed: mask_seed(seed),
     };
-    let reader = Reader::spawn(&seqs, state.next_row, m, collator, PREFETCH)?;
+    let rows = seqs.total_rows;
+    let span = StreamSpan {
+        order_seed: seed,
+        start: state.position,
+        end: resolved
+            .max_epochs
+            .map(|e| (e * rows as f64).floor() as u64),
+    };
+    let reader = Reader::spawn(&seqs, span, m, collator, PREFETCH)?;
+    let epochs = |sequences: u64| {
+        if rows > 0 {
+            sequences as f64 / rows as f64
+        } else {
+            0.0
+        }
+    };
+    if rows < m as u64 {
+        progress.println(format!(
+            "warning: the input holds {rows} rows, fewer than one micro-batch of {m}: no step can \
+             be taken (lower micro_batch or pack more text)"
+        ));
+    }
 
     match resolved.budget_steps {
         Some(n) => progress.set_length(n),
@@ -271,7 +292,7 @@ pub fn run_pretrain_with(
 
         let mut grads = GradAccumulator::new();
         let mut loss_sum: Option<Tensor<1>> = None;
-        let mut exhausted = false;
+        let mut data_ended = false;
         let mut done = 0usize;
         for _ in 0..accum {
             // Ctrl-C mid-step: the model, optimizer and data position are still the last
@@ -304,7 +325,7 @@ pub fn run_pretrain_with(
             let mb_start = Instant::now();
             let mb = match reader.next_batch() {
                 None => {
-                    exhausted = true;
+                    data_ended = true;
                     break;
                 }
                 Some(r) => r?,
@@ -320,16 +341,16 @@ pub fn run_pretrain_with(
             done += 1;
             last_micro_batch = Some(mb_start.elapsed().as_secs_f64());
         }
-        if exhausted {
-            // An incomplete accumulation at the end of the data is dropped.
-            break StoppedBy::Data;
-        }
         if done == 0 {
-            break StoppedBy::Budget;
+            break if data_ended {
+                StoppedBy::Data
+            } else {
+                StoppedBy::Budget
+            };
         }
         if done < accum {
-            // The budget ends mid-accumulation: the last step takes the micro-batches it has,
-            // averaged over their own count.
+            // The budget or the data (`max_epochs`) ends mid-accumulation: the last step takes
+            // the micro-batches it has, averaged over their own count.
             grads.scale(accum as f64 / done as f64);
         }
         let accum = done;
@@ -354,7 +375,8 @@ pub fn run_pretrain_with(
         state.micro_steps += accum as u64;
         state.sequences += (accum * m) as u64;
         state.tokens += (accum * m * s) as u64;
-        state.next_row += (accum * m) as u64;
+        state.position += (accum * m) as u64;
+        state.last_lr = Some(lr);
         state.elapsed_seconds = elapsed();
         if !loss.is_finite() {
             return Err(PretrainError::Diverged {
@@ -370,6 +392,7 @@ pub fn run_pretrain_with(
         });
 
         let finishing = budget_spent
+            || data_ended
             || resolved.budget_steps.is_some_and(|n| state.step >= n)
             || resolved
                 .budget_seconds
@@ -389,6 +412,7 @@ pub fn run_pretrain_with(
                 lr,
                 batch_size: accum * m,
                 tokens_per_second: tps,
+                epochs: epochs(state.sequences),
             });
             last_log = (Instant::now(), state.tokens);
         }
@@ -408,12 +432,13 @@ pub fn run_pretrain_with(
             _ => String::new(),
         };
         progress.set_message(format!(
-            "step {} | loss {:.4} | lr {:.2e} | bs {} | {:.0} tok/s | {}",
+            "step {} | loss {:.4} | lr {:.2e} | bs {} | {:.0} tok/s | epoch {:.2} | {}",
             state.step,
             state.smoothed_loss.unwrap_or(loss),
             lr,
             accum * m,
             tps,
+            epochs(state.sequences),
             budget_text
         ));
 
@@ -436,6 +461,9 @@ pub fn run_pretrain_with(
                 step: state.step,
                 work_dir: work_dir.to_path_buf(),
             });
+        }
+        if data_ended {
+            break StoppedBy::Data;
         }
     };
     reader.join()?;
@@ -465,11 +493,11 @@ pub fn run_pretrain_with(
         stopped_by,
         dropout: resolved.dropout,
         resumed_from_step,
-        epochs_fraction: if seqs.total_rows > 0 {
-            state.sequences as f64 / seqs.total_rows as f64
-        } else {
-            0.0
-        },
+        epochs: epochs(state.sequences),
+        rows,
+        max_epochs: resolved.max_epochs,
+        final_lr: state.last_lr,
+        peak_lr: resolved.lr,
     };
     let summary_path = out_dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary)

@@ -13,22 +13,8 @@ use indicatif::ProgressBar;
 const VOCAB: usize = 64;
 const SEQ: usize = 32;
 
-/// A small crammed-bert (2 layers, H 64) for CPU tests.
 fn small_params() -> PretrainParams {
-    let mut p = PretrainParams {
-        arch: "tiny".into(),
-        micro_batch: 16,
-        batch_size: 16,
-        ramp_fraction: 0.0,
-        device: "cpu".into(),
-        checkpoint_every: 0.0,
-        log_every: 10,
-        ..Default::default()
-    };
-    p.model.hidden_size = Some(64);
-    p.model.intermed_size = Some(128);
-    p.model.max_seq_length = Some(SEQ);
-    p
+    common::small_params(SEQ)
 }
 
 fn corpus(dir: &Path, rows: usize) {
@@ -109,6 +95,7 @@ fn tiny_model_learns_the_synthetic_language() {
         [
             "batch_size",
             "elapsed_seconds",
+            "epochs",
             "loss",
             "lr",
             "step",
@@ -139,7 +126,11 @@ fn tiny_model_learns_the_synthetic_language() {
         "stopped_by",
         "dropout",
         "resumed_from_step",
-        "epochs_fraction",
+        "epochs",
+        "rows",
+        "max_epochs",
+        "final_lr",
+        "peak_lr",
     ] {
         assert!(summary.get(k).is_some(), "summary has {k}");
     }
@@ -147,14 +138,17 @@ fn tiny_model_learns_the_synthetic_language() {
     assert_eq!(summary["stopped_by"], "steps");
     assert!(summary["budget_seconds"].is_null());
     assert!(summary["resumed_from_step"].is_null());
-    assert!((s.epochs_fraction - 4800.0 / 6000.0).abs() < 1e-9);
+    assert!((s.epochs - 4800.0 / 6000.0).abs() < 1e-9);
+    assert_eq!(s.rows, 6000);
 }
 
 #[test]
 fn a_killed_run_resumes_and_ends_like_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("seqs");
-    corpus(&data, 1200);
+    // 30 rows in 3 shards: the 12 ramped steps read 144 sequences, 4.8 passes, and the
+    // interruption after step 5 (36 sequences) falls in the second pass, which is reshuffled.
+    corpus(&data, 30);
     let mut params = small_params();
     params.micro_batch = 4;
     params.batch_size = 16;
@@ -190,7 +184,12 @@ fn a_killed_run_resumes_and_ends_like_an_uninterrupted_one() {
         matches!(err, PretrainError::Interrupted { step: 5, .. }),
         "{err}"
     );
-    assert!(work.join("checkpoint").join("state.json").is_file());
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(work.join("checkpoint").join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["position"], 36, "{state}");
+    assert_eq!(36 / 30, 1, "the checkpoint is inside the second pass");
     assert!(
         !out.join("summary.json").exists(),
         "no finished entry after a kill"
@@ -203,8 +202,13 @@ fn a_killed_run_resumes_and_ends_like_an_uninterrupted_one() {
     assert_eq!(resumed.steps, whole.steps);
     assert_eq!(resumed.micro_steps, whole.micro_steps);
     assert_eq!(resumed.tokens, whole.tokens);
-    let (a, b) = (whole.final_loss.unwrap(), resumed.final_loss.unwrap());
-    assert!((a - b).abs() < 1e-4, "same final loss: {a} vs {b}");
+    assert_eq!(whole.final_loss, resumed.final_loss, "same final loss");
+    assert!((whole.epochs - 4.8).abs() < 1e-9, "{}", whole.epochs);
+    let bytes = |dir: &str| std::fs::read(tmp.path().join(dir).join("model.safetensors")).unwrap();
+    assert!(
+        bytes("out-a") == bytes("out-b2"),
+        "the resumed run ends with the uninterrupted run's weights, byte for byte"
+    );
     // The ramp grew the batch: 12 steps took more than 12 micro-batches.
     assert!(whole.micro_steps > 12);
 
@@ -232,12 +236,13 @@ fn a_killed_run_resumes_and_ends_like_an_uninterrupted_one() {
 }
 
 #[test]
-fn stops_at_the_end_of_the_data_and_on_the_wall_clock() {
+fn max_epochs_stops_early_and_the_wall_clock_repeats_the_data() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("seqs");
     corpus(&data, 100);
     let mut params = small_params();
     params.budget_steps = Some(1000);
+    params.max_epochs = Some(1.0);
     let s = run(
         &params,
         &data,
@@ -246,26 +251,53 @@ fn stops_at_the_end_of_the_data_and_on_the_wall_clock() {
     );
     assert_eq!(s.stopped_by, StoppedBy::Data);
     assert_eq!(s.steps, 100 / 16);
-    assert!(s.epochs_fraction <= 1.0);
+    assert_eq!(s.max_epochs, Some(1.0));
+    assert!((s.epochs - 0.96).abs() < 1e-9, "{}", s.epochs);
 
-    let mut params = small_params();
-    params.budget = "1s".into();
+    // 2.5 passes are 250 rows: 15 whole micro-batches, across two pass boundaries.
+    params.max_epochs = Some(2.5);
     let s = run(
         &params,
         &data,
         &tmp.path().join("w2"),
         &tmp.path().join("o2"),
     );
-    assert!(matches!(s.stopped_by, StoppedBy::Budget | StoppedBy::Data));
+    assert_eq!((s.stopped_by, s.steps), (StoppedBy::Data, 15));
+    // The schedule was cut short: the last step's rate is the triangle's at step 14 of 1000,
+    // near its start, not its end (4/1000 of the peak).
+    let lr_at = |p: f64| cram_pretrain::LrSchedule::BudgetTriangle2.lr(s.peak_lr, p);
+    assert_eq!(s.final_lr, Some(lr_at(14.0 / 1000.0)));
+    assert!(s.final_lr.unwrap() > 50.0 * lr_at(999.0 / 1000.0));
+
+    // A wall-clock budget over a corpus that one second of training reads several times.
+    let mut params = small_params();
+    params.budget = "1s".into();
+    let s = run(
+        &params,
+        &data,
+        &tmp.path().join("w3"),
+        &tmp.path().join("o3"),
+    );
+    assert_eq!(s.stopped_by, StoppedBy::Budget);
     assert_eq!(s.budget_seconds, Some(1.0));
-    if s.stopped_by == StoppedBy::Budget {
-        // Stops when the next micro-batch would end past the budget: just short of it at most.
-        assert!(
-            s.wall_seconds > 0.5 && s.wall_seconds < 1.5,
-            "{}",
-            s.wall_seconds
-        );
-    }
+    assert!(s.epochs > 1.0, "{} passes in a second", s.epochs);
+    // Stops when the next micro-batch would end past the budget: just short of it at most.
+    assert!(
+        s.wall_seconds > 0.5 && s.wall_seconds < 1.5,
+        "{}",
+        s.wall_seconds
+    );
+}
+
+#[test]
+fn a_corpus_smaller_than_a_micro_batch_stops_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("seqs");
+    corpus(&data, 10);
+    let mut params = small_params();
+    params.budget_steps = Some(5);
+    let s = run(&params, &data, &tmp.path().join("w"), &tmp.path().join("o"));
+    assert_eq!((s.stopped_by, s.steps, s.rows), (StoppedBy::Data, 0, 10));
 }
 
 #[test]

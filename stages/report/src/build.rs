@@ -9,6 +9,7 @@ use crate::data::{
 };
 use crate::doc::{Block, Cell, Document, Section, Span, b, c, t};
 use crate::fmt::{self, NA};
+use crate::notes::{self, TrainingNote, training_notes};
 use crate::plots::{LinePlot, line_svg, thin};
 use crate::records::{PipelineInfo, StageRecord};
 use crate::rules::{RuleCheck, RuleStatus, check_all};
@@ -54,6 +55,8 @@ pub struct Built {
     pub rules: Vec<RuleCheck>,
     /// GLUE average as a fraction.
     pub glue_average: Option<f64>,
+    /// Warnings about the pretraining runs.
+    pub notes: Vec<TrainingNote>,
 }
 
 /// Splits text on backticks into plain and code spans (`a `b` c`).
@@ -229,10 +232,15 @@ pub fn build(
     };
     let rules = check_all(records, &run.pretrains, run.glue.as_ref());
     let mut plot_files = Vec::new();
+    let notes: Vec<TrainingNote> = run
+        .pretrains
+        .iter()
+        .flat_map(|p| training_notes(p, params.repeat_warning_epochs))
+        .collect();
 
     let (glue_section, glue_average, glue_count) = glue_section(params, pipeline, run);
     let mut sections = vec![rules_section(&rules), glue_section];
-    sections.push(pretrain_section(params, run, &mut plot_files)?);
+    sections.push(pretrain_section(params, run, &notes, &mut plot_files)?);
     sections.push(schedule_section(params, run, &mut plot_files)?);
     sections.push(preprocessing_section(records)?);
     sections.push(budget_section(records, run));
@@ -262,6 +270,13 @@ pub fn build(
             fmt::opt(num(&p.summary, "final_loss"), fmt::number)
         )));
     }
+    if !notes.is_empty() {
+        lead.push(b(format!(
+            "{} pretraining warning{} (see Pretraining). ",
+            notes.len(),
+            if notes.len() == 1 { "" } else { "s" }
+        )));
+    }
     let fails = rules
         .iter()
         .filter(|r| r.status == RuleStatus::Fail)
@@ -285,6 +300,7 @@ pub fn build(
         plot_files,
         rules,
         glue_average,
+        notes,
     })
 }
 
@@ -505,6 +521,7 @@ fn plot_block(
 fn pretrain_section(
     params: &ReportParams,
     run: &RunData,
+    notes: &[TrainingNote],
     plot_files: &mut Vec<(String, String)>,
 ) -> Result<Section, ReportError> {
     let mut blocks = Vec::new();
@@ -560,10 +577,30 @@ fn pretrain_section(
                 Cell::text(fmt::opt(num(s, "tokens"), fmt::int)),
             ),
             (
+                "Passes over the data".into(),
+                Cell::text(match (notes::epochs(p), num(s, "rows")) {
+                    (Some(e), Some(r)) => format!("{:.2} (of {} rows)", e, fmt::int(r)),
+                    (Some(e), None) => format!("{e:.2}"),
+                    _ => NA.to_string(),
+                }),
+            ),
+            (
                 "Final loss".into(),
                 Cell::text(fmt::opt(num(s, "final_loss"), fmt::number)),
             ),
             ("Stopped by".into(), Cell::text(text_or_na("stopped_by"))),
+            (
+                "Last learning rate".into(),
+                Cell::text(match (num(s, "final_lr"), num(s, "peak_lr")) {
+                    (Some(l), Some(peak)) if peak > 0.0 => format!(
+                        "{} ({:.1} % of the peak {})",
+                        fmt::number(l),
+                        100.0 * l / peak,
+                        fmt::number(peak)
+                    ),
+                    (l, _) => fmt::opt(l, fmt::number),
+                }),
+            ),
             (
                 "Mean throughput".into(),
                 Cell::text(fmt::opt(mean_tps, |x| format!("{} tokens/s", fmt::int(x)))),
@@ -582,6 +619,11 @@ fn pretrain_section(
                 Cell::text(fmt::opt(num(s, "peak_memory_bytes"), fmt::bytes)),
             ),
         ]));
+        for n in notes.iter().filter(|n| n.stage == p.name) {
+            let mut spans = vec![b("Warning: ")];
+            spans.extend(ticks(&n.text));
+            blocks.push(Block::Para(spans));
+        }
         let loss_tokens: Vec<(f64, f64)> = p
             .points
             .iter()

@@ -23,6 +23,7 @@ mod build;
 mod data;
 mod doc;
 mod fmt;
+mod notes;
 mod plots;
 mod records;
 mod rules;
@@ -37,7 +38,7 @@ pub use records::{MachineInfo, PipelineInfo, StageRecord};
 pub use rules::{RuleCheck, RuleStatus};
 
 /// Bumped whenever a change to the code changes the bytes this kind writes.
-pub const CODE_VERSION: u32 = 1;
+pub const CODE_VERSION: u32 = 2;
 
 /// Parameters of the `report` stage kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -57,6 +58,10 @@ pub struct ReportParams {
     /// At most this many points per plotted series (longer training logs are
     /// thinned evenly, keeping the last point).
     pub max_plot_points: usize,
+    /// Warn when a pretraining run read its data more than this many times
+    /// (4 by default: Muennighoff et al. 2023 found up to about 4 passes
+    /// nearly as good as fresh data, and less with every pass after).
+    pub repeat_warning_epochs: f64,
 }
 
 impl Default for ReportParams {
@@ -68,6 +73,7 @@ impl Default for ReportParams {
             plot_width: 960,
             plot_height: 400,
             max_plot_points: 2000,
+            repeat_warning_epochs: 4.0,
         }
     }
 }
@@ -95,6 +101,9 @@ pub struct ReportSummary {
     pub rules: Vec<RuleCheck>,
     /// Whether no rule failed (the scores can be set beside the paper's).
     pub comparable_to_paper: bool,
+    /// Warnings about how pretraining used its budget and data (an
+    /// unfinished schedule, data repeated too often).
+    pub warnings: Vec<String>,
     /// Ancestor stages the report read.
     pub stages: usize,
 }
@@ -209,6 +218,7 @@ pub fn run_report(
         }),
         rules: built.rules,
         comparable_to_paper: comparable,
+        warnings: built.notes.iter().map(|n| n.text.clone()).collect(),
         stages: records.len(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("the summary serializes to JSON");

@@ -646,3 +646,67 @@ fn html_renders_in_headless_chromium() {
         std::fs::copy(f.out.join("report.md"), format!("{keep}.md")).unwrap();
     }
 }
+
+/// Writes the fixture's report with `params`.
+fn report(f: &Fixture, params: &ReportParams) -> cram_report::ReportSummary {
+    run_report(
+        params,
+        &f.pipeline,
+        &f.records,
+        &f.out,
+        &ProgressBar::hidden(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn passes_over_the_data_and_training_warnings_are_reported() {
+    let f = fixture(false, false);
+    let summary = report(&f, &ReportParams::default());
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+
+    // The same run, stopped by `max_epochs` after reading its data 6.2 times.
+    let f = fixture(false, false);
+    let pre = f.records.iter().find(|r| r.kind == "pretrain").unwrap();
+    write_json(
+        &pre.out_dir,
+        "summary.json",
+        &json!({
+            "arch": "tiny", "parameters": 1_234_567, "budget_seconds": 120.0, "budget_steps": null,
+            "wall_seconds": 80.0, "steps": 150, "tokens": 5_000_000, "final_loss": 2.15,
+            "device": "cpu", "backend": "flex", "peak_memory_bytes": null, "stopped_by": "data",
+            "dropout": false, "epochs": 6.2, "rows": 1000, "max_epochs": 6.2,
+            "final_lr": 6e-4, "peak_lr": 1e-3
+        }),
+    );
+    let summary = report(&f, &ReportParams::default());
+    assert_eq!(summary.warnings.len(), 2, "{:?}", summary.warnings);
+    assert!(summary.warnings[0].contains("max_epochs = 6.2"));
+    assert!(summary.warnings[0].contains("did not finish"));
+    assert!(summary.warnings[1].contains("6.2 times"));
+    let md = std::fs::read_to_string(f.out.join("report.md")).unwrap();
+    assert!(md.contains("6.20 (of 1,000 rows)"), "passes shown");
+    assert!(
+        md.contains("60.0 % of the peak"),
+        "last learning rate shown"
+    );
+    assert!(md.contains("**Warning: **") || md.contains("**Warning:**"));
+    assert!(md.contains("2 pretraining warnings"));
+    let html = std::fs::read_to_string(f.out.join("report.html")).unwrap();
+    assert!(html.contains("read its data 6.2 times"));
+
+    // The threshold is the report's parameter.
+    let params = ReportParams {
+        repeat_warning_epochs: 10.0,
+        ..ReportParams::default()
+    };
+    let f2 = fixture(false, false);
+    let pre2 = f2.records.iter().find(|r| r.kind == "pretrain").unwrap();
+    std::fs::copy(
+        pre.out_dir.join("summary.json"),
+        pre2.out_dir.join("summary.json"),
+    )
+    .unwrap();
+    let summary = report(&f2, &params);
+    assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+}

@@ -10,6 +10,25 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
+/// A small crammed-bert (2 layers, H 64) for CPU tests on rows of `seq` tokens: micro-batch
+/// and batch 16, no ramp, no periodic checkpoints, a metrics line every 10 steps.
+pub fn small_params(seq: usize) -> cram_pretrain::PretrainParams {
+    let mut p = cram_pretrain::PretrainParams {
+        arch: "tiny".into(),
+        micro_batch: 16,
+        batch_size: 16,
+        ramp_fraction: 0.0,
+        device: "cpu".into(),
+        checkpoint_every: 0.0,
+        log_every: 10,
+        ..Default::default()
+    };
+    p.model.hidden_size = Some(64);
+    p.model.intermed_size = Some(128);
+    p.model.max_seq_length = Some(seq);
+    p
+}
+
 /// Special tokens at the ids the tokens stage gives them.
 pub const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
