@@ -23,7 +23,11 @@ pub enum DeviceError {
         feature: &'static str,
     },
     /// The CUDA driver cannot be used.
-    #[error("device {spec:?}: CUDA is unavailable: {reason}")]
+    #[error(
+        "device {spec:?}: CUDA is unavailable: {reason} (a CUDA run needs the NVIDIA driver's \
+         libcuda.so.1, NVRTC's libnvrtc.so and the CUDA headers under $CUDA_PATH or \
+         /usr/local/cuda)"
+    )]
     CudaUnavailable {
         /// The spec asked for.
         spec: String,
