@@ -269,12 +269,15 @@ fn max_epochs_stops_early_and_the_wall_clock_repeats_the_data() {
     assert_eq!(s.final_lr, Some(lr_at(14.0 / 1000.0)));
     assert!(s.final_lr.unwrap() > 50.0 * lr_at(999.0 / 1000.0));
 
-    // A wall-clock budget over a corpus that one second of training reads several times.
+    // A wall-clock budget over a corpus that one second of training reads several times
+    // (20 rows: two micro-batches already start a second pass).
+    let small = tmp.path().join("small");
+    corpus(&small, 20);
     let mut params = small_params();
     params.budget = "1s".into();
     let s = run(
         &params,
-        &data,
+        &small,
         &tmp.path().join("w3"),
         &tmp.path().join("o3"),
     );
