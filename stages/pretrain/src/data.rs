@@ -492,7 +492,8 @@ fn read_shuffled(
 ) -> Result<Flow, PretrainError> {
     let s = seqs.seq_len;
     let mut before = 0u64;
-    let mut chunk: Vec<u32> = Vec::with_capacity(READ_BATCH_ROWS * s);
+    let chunk_len = READ_BATCH_ROWS * s;
+    let mut chunk: Vec<u32> = Vec::with_capacity(chunk_len);
     for (index, window) in windows(blocks, s, seed, pass).iter().enumerate() {
         if before + window.rows <= offset {
             before += window.rows;
@@ -523,7 +524,7 @@ fn read_shuffled(
         for &r in &order[skip..] {
             let r = r as usize;
             chunk.extend_from_slice(&gathered[r * s..(r + 1) * s]);
-            if chunk.len() == chunk.capacity() {
+            if chunk.len() >= chunk_len {
                 if out.push(&chunk) == Flow::Stop {
                     return Ok(Flow::Stop);
                 }
