@@ -121,6 +121,39 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
     },
+    /// Measure the pretraining step's throughput on synthetic tokens: tokens/s,
+    /// MFU and peak memory (the GPU benchmark, scripts/gpu-bench.sh, runs it).
+    Bench {
+        /// Architecture preset (crammed-bert, bert-base, tiny, ...).
+        #[arg(long, default_value = "crammed-bert")]
+        arch: String,
+        /// Sequences per step.
+        #[arg(long, default_value_t = 128)]
+        micro_batch: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed steps first (kernel compilation, autotuning).
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Device: auto, cpu, cuda:N or vulkan:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Precisions to measure, comma-separated (fp32, bf16).
+        #[arg(long, default_value = "fp32,bf16", value_delimiter = ',')]
+        precision: Vec<String>,
+        /// The device's dense bf16 peak in TFLOP/s for MFU (default: from the
+        /// card's name where known, e.g. 989 for an H100 or H200).
+        #[arg(long, value_name = "TFLOPS")]
+        peak_tflops: Option<f64>,
+        /// The card's name, for the MFU peak and the printout (default: what
+        /// nvidia-smi reports, if anything).
+        #[arg(long)]
+        card: Option<String>,
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// List the stage kinds, or describe one kind's parameters.
     Kinds {
         /// A kind to describe.

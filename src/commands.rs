@@ -219,6 +219,30 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             crate::hub_server::HubServer::new(&dir)?.serve(&format!("{bind}:{port}"))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench {
+            arch,
+            micro_batch,
+            steps,
+            warmup,
+            device,
+            precision,
+            peak_tflops,
+            card,
+            json,
+        } => {
+            crate::bench::run(&crate::bench::BenchArgs {
+                arch,
+                micro_batch,
+                steps,
+                warmup,
+                device,
+                precisions: precision,
+                peak_tflops,
+                card,
+                json,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Kinds { kind, markdown } => {
             if markdown {
                 out(&kinds_markdown());

@@ -7,6 +7,7 @@
 // are returned once per invocation, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod diag;

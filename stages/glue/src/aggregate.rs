@@ -197,6 +197,7 @@ mod tests {
             hyperparameters: h,
             quick_run: false,
             device: "cpu".into(),
+            precision: "fp32".into(),
             seed: 0,
             num_params: 1,
         }

@@ -112,6 +112,9 @@ pub enum GlueError {
     /// The device could not be selected.
     #[error(transparent)]
     Device(#[from] cram_model::DeviceError),
+    /// The precision cannot be used on the device.
+    #[error("{0}")]
+    Precision(#[from] cram_model::PrecisionError),
     /// Training diverged or produced no usable result.
     #[error("GLUE task {task}: {reason}")]
     Training {

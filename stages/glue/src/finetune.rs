@@ -67,6 +67,9 @@ pub struct TaskSummary {
     pub quick_run: bool,
     /// The device trained on, as burn prints it.
     pub device: String,
+    /// The precision of the matrix products (`fp32`, `bf16`).
+    #[serde(default = "fp32")]
+    pub precision: String,
     /// The seed of the head initialisation, data order and dropout.
     pub seed: u64,
     /// Number of scalar parameters of the classification model.
@@ -143,6 +146,7 @@ pub fn run_task(
     let tokenizer = GlueTokenizer::from_file(&tokenizer_path, h.max_length)?;
     let model_path = checkpoint_dir.join(MODEL_FILE);
     let device = cram_model::select_device(&params.device)?;
+    let precision = params.precision.resolve(&device)?;
     device.seed(seed);
     let train_device = device.clone().autodiff();
     let (mut model, config) = ClassificationModel::from_mlm_checkpoint(
@@ -162,6 +166,7 @@ pub fn run_task(
         // Switch every dropout off and keep gradients on.
         model = model.freeze().set_require_grad(true);
     }
+    let mut model = model.with_precision(precision);
     let num_params = model.num_params();
 
     progress.set_message(format!("{task}: tokenizing"));
@@ -319,6 +324,7 @@ pub fn run_task(
         hyperparameters: h,
         quick_run,
         device: format!("{device:?}"),
+        precision: precision.name().into(),
         seed,
         num_params,
     };
@@ -589,4 +595,9 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
         path: PathBuf::from(path),
         source,
     })
+}
+
+/// The precision of task summaries written before the parameter existed.
+fn fp32() -> String {
+    "fp32".into()
 }

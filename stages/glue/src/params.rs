@@ -47,6 +47,9 @@ pub struct GlueParams {
     pub eval_batch_size: usize,
     /// Device: `auto` (a compiled-in GPU if present, else CPU), `cpu`, `cuda:N`, `vulkan:N`.
     pub device: String,
+    /// Precision of the matrix products: `auto` (fp32 on the CPU, bf16 on a GPU that has it),
+    /// `fp32` or `bf16`; weights and optimizer state stay fp32.
+    pub precision: cram_model::PrecisionSpec,
     /// Per-task overrides keyed by task name, e.g. `[overrides.rte] lr = 1e-4`. Allowed, but
     /// outside the Cramming rules (one set of hyperparameters for all tasks): the summary and
     /// the report flag every use.
@@ -71,6 +74,7 @@ impl Default for GlueParams {
             max_dev_examples: None,
             eval_batch_size: 128,
             device: "auto".to_string(),
+            precision: cram_model::PrecisionSpec::Auto,
             overrides: BTreeMap::new(),
         }
     }

@@ -13,6 +13,7 @@ use crate::error::ModelError;
 use crate::init::{ParamSource, RandomInit};
 use crate::mlm::cross_entropy;
 use crate::names;
+use crate::precision::Precision;
 
 /// Targets of a classification batch.
 #[derive(Debug, Clone)]
@@ -71,6 +72,14 @@ impl ClassificationModel {
         device: &Device,
     ) -> Result<(Self, ModelConfig), ModelError> {
         checkpoint::load_classification_from_mlm(path, num_labels, seed, device)
+    }
+
+    /// The model with every matrix product in `precision`; the weights are unchanged (fp32).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.encoder.set_precision(precision);
+        self.pooler.precision = precision;
+        self.head.precision = precision;
+        self
     }
 
     /// The encoder.

@@ -10,6 +10,7 @@ use crate::config::{FfnActivation, ModelConfig, NormScheme, PositionEmbedding};
 use crate::error::ModelError;
 use crate::init::{Init, ParamSource};
 use crate::names;
+use crate::precision::Precision;
 
 /// The additive attention bias of a padded key (fact 3): `(1 - m) * -10000`.
 pub const MASK_BIAS: f32 = -10000.0;
@@ -84,6 +85,9 @@ pub struct Dense {
     pub weight_t: Param<Tensor<2>>,
     /// Optional bias `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// Precision of the product (run-time setting, see [`crate::precision`]).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl Dense {
@@ -101,12 +105,13 @@ impl Dense {
             } else {
                 None
             },
+            precision: Precision::Fp32,
         })
     }
 
     /// `x [N, in] -> [N, out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = x.matmul(self.weight_t.val());
+        let y = self.precision.matmul(x, self.weight_t.val());
         match &self.bias {
             Some(b) => y + b.val().unsqueeze::<2>(),
             None => y,
@@ -326,6 +331,9 @@ pub struct Attention {
     pub dropout: Dropout,
     /// Number of heads.
     pub num_heads: usize,
+    /// Precision of the two attention products (the projections have their own).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl Attention {
@@ -351,12 +359,19 @@ impl Attention {
         let k = qkv.clone().narrow(3, hd, hd);
         let v = qkv.narrow(3, 2 * hd, hd);
         let scale = 1.0f32 / (hd as f32).sqrt();
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        let mut scores = self
+            .precision
+            .matmul(q, k.swap_dims(2, 3))
+            .mul_scalar(scale);
         if let Some(bias) = bias {
             scores = scores + bias.clone();
         }
         let probs = self.dropout.forward(softmax_closed_form(scores));
-        let ctx = probs.matmul(v).swap_dims(1, 2).reshape([n, h]);
+        let ctx = self
+            .precision
+            .matmul(probs, v)
+            .swap_dims(1, 2)
+            .reshape([n, h]);
         self.out.forward(ctx)
     }
 }
@@ -485,6 +500,7 @@ impl Layer {
                 out: Dense::build(src, &names::attn_out(i), h, h, b)?,
                 dropout: DropoutConfig::new(c.attn_dropout).init(),
                 num_heads: c.num_heads,
+                precision: Precision::Fp32,
             },
             norm2: LayerNorm::build(src, &names::norm2(i), h, c.norm_eps)?,
             ffn: FeedForward {
@@ -608,6 +624,17 @@ impl Encoder {
         }
         if let Some(n) = &self.final_norm {
             n.visit(names::FINAL_NORM, f);
+        }
+    }
+
+    /// Sets the precision of every matrix product of the encoder.
+    pub fn set_precision(&mut self, precision: Precision) {
+        for layer in &mut self.layers {
+            layer.attn.qkv.precision = precision;
+            layer.attn.out.precision = precision;
+            layer.attn.precision = precision;
+            layer.ffn.inp.precision = precision;
+            layer.ffn.out.precision = precision;
         }
     }
 

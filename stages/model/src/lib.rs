@@ -18,7 +18,8 @@
 //! * [`classification`] — [`ClassificationModel`];
 //! * [`checkpoint`] — save/load in the contract naming, `config.json`;
 //! * [`names`] — the one table of tensor names;
-//! * [`device`] — [`select_device`].
+//! * [`device`] — [`select_device`];
+//! * [`precision`] — [`Precision`] (bf16 matrix products).
 
 #![warn(missing_docs)]
 
@@ -31,6 +32,7 @@ pub mod error;
 mod init;
 pub mod mlm;
 pub mod names;
+pub mod precision;
 
 pub use checkpoint::{
     TensorFile, load_classification, load_classification_with_config, load_mlm,
@@ -40,11 +42,16 @@ pub use classification::{ClassLabels, ClassificationModel};
 pub use config::{
     ConfigError, FfnActivation, ModelConfig, ModelOverrides, NormScheme, PositionEmbedding,
 };
-pub use device::{DeviceError, DeviceSpec, is_host, select_device};
+pub use device::{
+    DeviceError, DeviceOptions, DeviceSpec, LAVAPIPE_MATMUL_CRASH, REQUIRE_VULKAN_ENV,
+    SOFTWARE_VULKAN_ENV, is_host, is_software_vulkan, select_device, select_device_with,
+    vulkan_model_test_device, vulkan_test_device,
+};
 pub use encoder::{Encoder, NamedParam};
 pub use error::ModelError;
 pub use init::transpose;
 pub use mlm::{IGNORE_INDEX, MlmModel, MlmOutput};
+pub use precision::{Precision, PrecisionError, PrecisionSpec};
 
 use burn::module::ParamId;
 

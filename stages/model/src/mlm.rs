@@ -10,6 +10,7 @@ use crate::encoder::{Dense, Encoder, LayerNorm, NamedParam, gelu_closed_form};
 use crate::error::ModelError;
 use crate::init::{Init, ParamSource, RandomInit};
 use crate::names;
+use crate::precision::Precision;
 
 /// Label value of positions the MLM loss ignores.
 pub const IGNORE_INDEX: i64 = -100;
@@ -45,6 +46,9 @@ pub struct MlmModel {
     pub decoder_bias: Option<Param<Tensor<1>>>,
     /// Whether the decoder runs only on labelled rows (otherwise dense logits, then selected).
     pub sparse: bool,
+    /// Precision of the decoder's product (see [`MlmModel::with_precision`]).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl MlmModel {
@@ -80,7 +84,19 @@ impl MlmModel {
             head_transform,
             decoder_bias,
             sparse: c.sparse_prediction > 0.0,
+            precision: Precision::Fp32,
         })
+    }
+
+    /// The model with every matrix product (encoder, head transform, decoder) in `precision`;
+    /// the weights are unchanged (fp32).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.encoder.set_precision(precision);
+        if let Some(t) = &mut self.head_transform {
+            t.dense.precision = precision;
+        }
+        self.precision = precision;
+        self
     }
 
     /// The encoder.
@@ -94,7 +110,9 @@ impl MlmModel {
             Some(t) => t.norm.forward(gelu_closed_form(t.dense.forward(hidden))),
             None => hidden,
         };
-        let logits = hidden.matmul(self.encoder.embedding.word.val().transpose());
+        let logits = self
+            .precision
+            .matmul(hidden, self.encoder.embedding.word.val().transpose());
         match &self.decoder_bias {
             Some(b) => logits + b.val().unsqueeze::<2>(),
             None => logits,

@@ -52,3 +52,42 @@ fn vulkan_not_compiled_is_a_clear_error() {
         }
     ));
 }
+
+/// Software adapters (lavapipe) count only when asked for: `vulkan:N` and `auto` skip them by
+/// default, and with the opt-in `auto` picks one where there is no hardware GPU.
+#[cfg(feature = "vulkan")]
+#[test]
+fn software_vulkan_is_opt_in() {
+    use cram_model::{DeviceOptions, is_host, select_device_with, vulkan_test_device};
+    let Some(any_vulkan) = vulkan_test_device() else {
+        return;
+    };
+    let software = DeviceOptions {
+        software_vulkan: true,
+    };
+    assert!(!is_host(&any_vulkan));
+    let hardware = select_device_with("vulkan:0", DeviceOptions::default());
+    let auto = select_device_with("auto", software).unwrap();
+    assert!(
+        !is_host(&auto),
+        "auto takes a Vulkan device over the CPU: {auto:?}"
+    );
+    match hardware {
+        Err(e) => {
+            // Only software adapters here (CI's lavapipe): the error says how to use them, and
+            // without the opt-in `auto` stays on the CPU.
+            assert!(
+                matches!(e, DeviceError::NoVulkanDevice { skipped_software, .. } if skipped_software > 0),
+                "{e}"
+            );
+            assert!(
+                e.to_string().contains(cram_model::SOFTWARE_VULKAN_ENV),
+                "{e}"
+            );
+            assert_eq!(auto, any_vulkan, "auto picks the software adapter");
+            let plain = select_device_with("auto", DeviceOptions::default()).unwrap();
+            assert!(is_host(&plain), "no opt-in: auto stays on the CPU");
+        }
+        Ok(gpu) => assert!(!is_host(&gpu), "a hardware adapter: {gpu:?}"),
+    }
+}

@@ -1,4 +1,9 @@
 //! Equivalence with the PyTorch reference on `../shared/vectors/tiny*.safetensors`.
+//!
+//! Every check runs on the CPU backend at [`TOL`] and, in builds with the `vulkan` feature, on
+//! a hardware Vulkan device at [`GPU_TOL`]: the GPU code path (kernels compiled to SPIR-V,
+//! device-side reductions in their own order) is held to the same reference. (Not on Mesa's
+//! lavapipe: see `cram_model::LAVAPIPE_MATMUL_CRASH`.)
 
 mod common;
 
@@ -8,6 +13,10 @@ use cram_model::encoder::sinusoid_table;
 use cram_model::{ClassLabels, ClassificationModel, MlmModel, ModelConfig};
 
 const TOL: f32 = 1e-5;
+
+/// Tolerance for GPU-style kernels, whose sums run in another order than PyTorch's CPU ones.
+#[cfg(feature = "vulkan")]
+const GPU_TOL: f32 = 1e-4;
 
 fn tiny_config() -> ModelConfig {
     open("tiny.safetensors").config().expect("config metadata")
@@ -47,18 +56,21 @@ fn pos_table_matches() {
 
 #[test]
 fn forward_matches() {
+    check_forward(&Device::flex(), TOL);
+}
+
+fn check_forward(device: &Device, tol: f32) {
     let f = open("tiny.safetensors");
-    let device = Device::flex();
-    let model = tiny_model(&device);
-    let ids = ints2(&f, "input.ids", &device);
-    let mask = ints2(&f, "input.attention_mask", &device);
+    let model = tiny_model(device);
+    let ids = ints2(&f, "input.ids", device);
+    let mask = ints2(&f, "input.attention_mask", device);
 
     let emb = model.encoder().embedding.forward(ids.clone());
     assert_close(
         "embedding_out",
         &host(emb),
         &f32s(&f, "expected.embedding_out").1,
-        TOL,
+        tol,
     );
 
     let enc = model.encoder().forward(ids.clone(), None);
@@ -66,7 +78,7 @@ fn forward_matches() {
         "encoder_out",
         &host(enc),
         &f32s(&f, "expected.encoder_out").1,
-        TOL,
+        tol,
     );
 
     let enc_m = model.encoder().forward(ids.clone(), Some(mask));
@@ -74,20 +86,23 @@ fn forward_matches() {
         "encoder_out_masked",
         &host(enc_m),
         &f32s(&f, "expected.encoder_out_masked").1,
-        TOL,
+        tol,
     );
 
     let logits = model.forward_logits(ids);
-    assert_close("logits", &host(logits), &f32s(&f, "expected.logits").1, TOL);
+    assert_close("logits", &host(logits), &f32s(&f, "expected.logits").1, tol);
 }
 
 #[test]
 fn sparse_logits_and_loss_match() {
+    check_sparse_loss(&Device::flex(), TOL);
+}
+
+fn check_sparse_loss(device: &Device, tol: f32) {
     let f = open("tiny.safetensors");
-    let device = Device::flex();
-    let model = tiny_model(&device);
-    let ids = ints2(&f, "input.mlm_ids", &device);
-    let labels = ints2(&f, "input.mlm_labels", &device);
+    let model = tiny_model(device);
+    let ids = ints2(&f, "input.mlm_ids", device);
+    let labels = ints2(&f, "input.mlm_labels", device);
     let out = model.forward_loss(ids, labels);
     let (_, positions) = f.i64("expected.mlm_positions").unwrap().unwrap();
     assert_eq!(out.num_predictions, positions.len());
@@ -95,23 +110,27 @@ fn sparse_logits_and_loss_match() {
         "sparse_logits",
         &host(out.logits),
         &f32s(&f, "expected.sparse_logits").1,
-        TOL,
+        tol,
     );
     assert_close(
         "mlm_loss",
         &host(out.loss),
         &f32s(&f, "expected.mlm_loss").1,
-        TOL,
+        tol,
     );
 }
 
 #[test]
 fn gradients_match() {
+    check_gradients(&Device::flex(), TOL);
+}
+
+fn check_gradients(device: &Device, tol: f32) {
     let f = open("tiny.safetensors");
-    let device = Device::flex().autodiff();
-    let model = tiny_model(&device);
-    let ids = ints2(&f, "input.mlm_ids", &device);
-    let labels = ints2(&f, "input.mlm_labels", &device);
+    let device = &device.clone().autodiff();
+    let model = tiny_model(device);
+    let ids = ints2(&f, "input.mlm_ids", device);
+    let labels = ints2(&f, "input.mlm_labels", device);
     let out = model.forward_loss(ids, labels);
     let grads = out.loss.backward();
     let mut checked = 0;
@@ -122,7 +141,7 @@ fn gradients_match() {
             .grad_vec(&grads)
             .unwrap_or_else(|| panic!("no gradient for {name}"));
         sq += got.iter().map(|g| (*g as f64).powi(2)).sum::<f64>();
-        assert_close(&format!("grad.{name}"), &got, &want, TOL);
+        assert_close(&format!("grad.{name}"), &got, &want, tol);
         checked += 1;
     });
     assert_eq!(
@@ -159,32 +178,70 @@ fn pad_row_gets_gradient_only_from_the_decoder() {
 
 #[test]
 fn classification_matches() {
+    check_classification(&Device::flex(), TOL);
+}
+
+fn check_classification(device: &Device, tol: f32) {
     let f = open("tiny_cls.safetensors");
-    let device = Device::flex();
     let config = f.config().unwrap().with_dropout(0.0);
     assert_eq!((config.num_labels, config.head_dim), (3, 32));
     let model = cram_model::load_classification_with_config(
         &vector_path("tiny_cls.safetensors"),
         &config,
-        &device,
+        device,
     )
     .unwrap();
-    let ids = ints2(&f, "input.ids", &device);
-    let mask = ints2(&f, "input.attention_mask", &device);
+    let ids = ints2(&f, "input.ids", device);
+    let mask = ints2(&f, "input.attention_mask", device);
     let logits = model.forward(ids, Some(mask));
     assert_close(
         "cls_logits",
         &host(logits.clone()),
         &f32s(&f, "expected.cls_logits").1,
-        TOL,
+        tol,
     );
     let (_, y) = f.i64("input.cls_labels").unwrap().unwrap();
-    let y = Tensor::<1, Int>::from_data(TensorData::new(y, [2]), &device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(y, [2]), device);
     let loss = ClassificationModel::loss(logits, ClassLabels::Classes(y));
     assert_close(
         "cls_loss",
         &host(loss),
         &f32s(&f, "expected.cls_loss").1,
-        TOL,
+        tol,
     );
+}
+
+/// The same checks on a hardware Vulkan device (`cram_model::vulkan_model_test_device`: not on
+/// lavapipe, whose compiler crashes on the matmul kernel).
+#[cfg(feature = "vulkan")]
+mod vulkan {
+    use super::*;
+
+    #[test]
+    fn forward_matches_on_vulkan() {
+        if let Some(device) = cram_model::vulkan_model_test_device() {
+            check_forward(&device, GPU_TOL);
+        }
+    }
+
+    #[test]
+    fn sparse_logits_and_loss_match_on_vulkan() {
+        if let Some(device) = cram_model::vulkan_model_test_device() {
+            check_sparse_loss(&device, GPU_TOL);
+        }
+    }
+
+    #[test]
+    fn gradients_match_on_vulkan() {
+        if let Some(device) = cram_model::vulkan_model_test_device() {
+            check_gradients(&device, GPU_TOL);
+        }
+    }
+
+    #[test]
+    fn classification_matches_on_vulkan() {
+        if let Some(device) = cram_model::vulkan_model_test_device() {
+            check_classification(&device, GPU_TOL);
+        }
+    }
 }

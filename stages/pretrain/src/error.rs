@@ -24,6 +24,9 @@ pub enum PretrainError {
     /// The device could not be selected.
     #[error("device: {0}")]
     Device(#[from] cram_model::DeviceError),
+    /// The precision cannot be used on the device.
+    #[error("{0}")]
+    Precision(#[from] cram_model::PrecisionError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

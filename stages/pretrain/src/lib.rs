@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod alloc;
+pub mod bench;
 pub mod checkpoint;
 pub mod collator;
 pub mod data;

@@ -181,7 +181,12 @@ impl GradAccumulator {
                         .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
                     GradSum::Host { values, device }
                 }
-                (Some(prev), _) => GradSum::Device(prev.tensor().to_device(&device) + g),
+                // Sums stay where they started (the first device, with data parallelism).
+                (Some(prev), _) => {
+                    let prev = prev.tensor();
+                    let at = prev.device();
+                    GradSum::Device(prev + g.to_device(&at))
+                }
             };
             acc.insert(id, sum);
         });
@@ -209,6 +214,21 @@ impl GradAccumulator {
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
         self.grads.is_empty()
+    }
+
+    /// Whether the sums are host vectors (the CPU path, summed and stepped by the fused host
+    /// kernels); `false` when they are device tensors (the GPU path) or nothing was added.
+    pub fn on_host(&self) -> bool {
+        !self.grads.is_empty()
+            && self
+                .grads
+                .values()
+                .all(|g| matches!(g, GradSum::Host { .. }))
+    }
+
+    /// Whether this accumulator was made by [`GradAccumulator::on_device`].
+    pub fn is_device_only(&self) -> bool {
+        self.device_only
     }
 
     /// The accumulated (flattened) gradient of a parameter, as a tensor on its device.
@@ -629,7 +649,7 @@ impl StepConsts {
         let device = theta.device();
         let grad = grad.to_device(&device);
         let g = match coef {
-            Some(c) => grad * c,
+            Some(c) => grad * c.to_device(&device),
             None => grad,
         };
         let (m, v) = match moments {

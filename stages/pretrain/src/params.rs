@@ -1,6 +1,6 @@
 //! The `pretrain` kind's parameters, their resolved form and the run summary.
 
-use cram_model::{ModelConfig, ModelOverrides};
+use cram_model::{ModelConfig, ModelOverrides, PrecisionSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,14 @@ pub struct PretrainParams {
     pub dropout: bool,
     /// Device: `auto`, `cpu`, `cuda:N` or `vulkan:N`.
     pub device: String,
+    /// Data-parallel training over several devices, e.g. `["cuda:0", "cuda:1"]`: each runs its
+    /// share of every step's micro-batches, the gradients are summed on the first and the
+    /// optimizer steps once, so the batch, ramp and budget mean what they mean on one device.
+    /// Empty (the default): `device` alone. Dropout must be off.
+    pub devices: Vec<String>,
+    /// Precision of the matrix products: `auto` (fp32 on the CPU, bf16 on a GPU that has it),
+    /// `fp32` or `bf16`. Weights and optimizer state stay fp32 (as the reference's AMP).
+    pub precision: PrecisionSpec,
     /// Minutes between resumable checkpoints in the stage's work directory; 0 disables them.
     pub checkpoint_every: f64,
     /// Optimizer steps between lines of `metrics.jsonl` (the first and last step are always
@@ -85,6 +93,8 @@ impl Default for PretrainParams {
             mlm_rate: 0.25,
             dropout: false,
             device: "auto".into(),
+            devices: Vec::new(),
+            precision: PrecisionSpec::Auto,
             checkpoint_every: 30.0,
             log_every: 100,
         }
@@ -129,8 +139,13 @@ pub struct ResolvedPretrain {
     pub mlm_rate: f64,
     /// Dropout during pretraining.
     pub dropout: bool,
-    /// Device spec.
+    /// Device spec (the first of `devices`).
     pub device: String,
+    /// Every device trained on, the first holding the model and optimizer (one entry without
+    /// data parallelism).
+    pub devices: Vec<String>,
+    /// Precision spec (resolved against the device when the run starts).
+    pub precision: PrecisionSpec,
     /// Checkpoint interval in minutes.
     pub checkpoint_every: f64,
     /// Logging interval in steps.
@@ -228,9 +243,30 @@ impl PretrainParams {
         if self.log_every == 0 {
             return Err(invalid("log_every", 0, "must be at least 1"));
         }
-        self.device
-            .parse::<cram_model::DeviceSpec>()
-            .map_err(PretrainError::Device)?;
+        let devices = if self.devices.is_empty() {
+            vec![self.device.clone()]
+        } else {
+            if self.device != "auto" && self.device != self.devices[0] {
+                return Err(invalid(
+                    "device",
+                    format!("{:?}", self.device),
+                    "set either `device` or `devices`, not both",
+                ));
+            }
+            self.devices.clone()
+        };
+        for d in &devices {
+            d.parse::<cram_model::DeviceSpec>()
+                .map_err(PretrainError::Device)?;
+        }
+        if devices.len() > 1 && self.dropout {
+            return Err(invalid(
+                "devices",
+                format!("{devices:?}"),
+                "data parallelism needs dropout = false (the devices would draw dropout masks \
+                 from streams whose order is not fixed)",
+            ));
+        }
         Ok(ResolvedPretrain {
             arch: self.arch.clone(),
             model,
@@ -249,7 +285,9 @@ impl PretrainParams {
             schedule: self.schedule,
             mlm_rate: self.mlm_rate,
             dropout: self.dropout,
-            device: self.device.clone(),
+            device: devices[0].clone(),
+            devices,
+            precision: self.precision,
             checkpoint_every: self.checkpoint_every,
             log_every: self.log_every,
         })
@@ -331,6 +369,12 @@ pub struct PretrainSummary {
     pub device: String,
     /// The backend: `flex`, `cuda` or `vulkan`.
     pub backend: String,
+    /// Devices trained on at once (data parallelism above 1).
+    #[serde(default = "one")]
+    pub devices: usize,
+    /// The precision of the matrix products (`fp32`, `bf16`).
+    #[serde(default = "fp32")]
+    pub precision: String,
     /// Peak resident memory of the process in bytes (Linux `VmHWM`), when known.
     pub peak_memory_bytes: Option<u64>,
     /// Why the run ended.
@@ -351,6 +395,16 @@ pub struct PretrainSummary {
     pub final_lr: Option<f64>,
     /// Peak learning rate of the schedule.
     pub peak_lr: f64,
+}
+
+/// The device count of summaries written before data parallelism existed.
+fn one() -> usize {
+    1
+}
+
+/// The precision of summaries written before the parameter existed.
+fn fp32() -> String {
+    "fp32".into()
 }
 
 #[cfg(test)]

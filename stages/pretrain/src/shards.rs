@@ -71,6 +71,27 @@ pub fn replica(model: &MlmModel) -> MlmModel {
     model.clone().map(&mut FreshLeaves)
 }
 
+/// A copy of `model` on `device` (with autodiff), sharing its parameter ids, as fresh leaves
+/// there: the replica a data-parallel device trains on.
+pub fn replica_on(model: &MlmModel, device: &Device) -> MlmModel {
+    model.clone().map(&mut OnDevice(device.clone()))
+}
+
+struct OnDevice(Device);
+
+impl ModuleMapper for OnDevice {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        // The copy is an op on the graph; detached, it is a leaf of its own on the device.
+        let mut moved = tensor.to_device(&self.0).detach();
+        if require_grad {
+            moved = moved.require_grad();
+        }
+        Param::from_mapped_value(id, moved, mapper)
+    }
+}
+
 struct FreshLeaves;
 
 impl ModuleMapper for FreshLeaves {

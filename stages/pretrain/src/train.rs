@@ -163,13 +163,24 @@ pub fn run_pretrain_with(
     } else {
         config.clone().with_dropout(0.0)
     };
-    let device = cram_model::select_device(&resolved.device)?;
+    // The first device holds the model, the optimizer and the gradient sums; the others (data
+    // parallelism) train replicas refreshed after every step.
+    let devices: Vec<Device> = resolved
+        .devices
+        .iter()
+        .map(|d| cram_model::select_device(d))
+        .collect::<Result<_, _>>()?;
+    let device = devices[0].clone();
+    let precision = resolved.precision.resolve(&device)?;
     let ad = device.clone().autodiff();
+    let ads: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
 
     let mut fingerprint = serde_json::to_value(&resolved).expect("params serialise");
     if let Some(obj) = fingerprint.as_object_mut() {
         // Operational settings that do not change what is computed.
-        for k in ["device", "checkpoint_every", "log_every"] {
+        // (Data parallelism changes only the order of float sums: a run may resume on other
+        // devices.)
+        for k in ["device", "devices", "checkpoint_every", "log_every"] {
             obj.remove(k);
         }
         obj.insert("seed".into(), seed.into());
@@ -180,7 +191,7 @@ pub fn run_pretrain_with(
 
     // Model and optimizer: fresh, or from the work directory's checkpoint.
     let found = checkpoint::find(work_dir, &fingerprint)?;
-    let (mut model, mut optim, mut state, mut metrics, resumed_from_step) = match found {
+    let (model, mut optim, mut state, mut metrics, resumed_from_step) = match found {
         Some(f) => {
             let model = cram_model::load_mlm_with_config(
                 &f.dir.join(checkpoint::MODEL_FILE),
@@ -205,6 +216,7 @@ pub fn run_pretrain_with(
             None,
         ),
     };
+    let mut model = model.with_precision(precision);
     let parameters = cram_model::num_params(&model);
 
     let m = resolved.micro_batch;
@@ -259,7 +271,7 @@ pub fn run_pretrain_with(
         if resolved.dropout {
             1
         } else {
-            shard_count(&ad, rows)
+            (shard_count(&ad, rows) / ads.len()).max(1)
         }
     };
     let mut last_micro_batch: Option<f64> = None;
@@ -294,7 +306,12 @@ pub fn run_pretrain_with(
         let mut loss_sum: Option<Tensor<1>> = None;
         let mut data_ended = false;
         let mut done = 0usize;
-        for _ in 0..accum {
+        // The replicas the other devices train on in this step.
+        let replicas: Vec<MlmModel> = ads[1..]
+            .iter()
+            .map(|d| crate::shards::replica_on(&model, d))
+            .collect();
+        while done < accum {
             // Ctrl-C mid-step: the model, optimizer and data position are still the last
             // step's, so that is the checkpoint; this step's micro-batches are redone on resume
             // (their time stays spent: the budget is wall clock).
@@ -323,23 +340,53 @@ pub fn run_pretrain_with(
                 break;
             }
             let mb_start = Instant::now();
-            let mb = match reader.next_batch() {
-                None => {
-                    data_ended = true;
-                    break;
+            // One micro-batch per device at once (one in all without data parallelism).
+            let mut batches = Vec::with_capacity(ads.len());
+            while batches.len() < ads.len().min(accum - done) {
+                match reader.next_batch() {
+                    None => {
+                        data_ended = true;
+                        break;
+                    }
+                    Some(r) => batches.push(r?.batch),
                 }
-                Some(r) => r?,
+            }
+            if batches.is_empty() {
+                break;
+            }
+            let scale = 1.0 / accum as f64;
+            let results = if batches.len() == 1 {
+                let b = &batches[0];
+                vec![forward_backward(&model, b, shards(b.rows), scale, &ad)]
+            } else {
+                let models = std::iter::once(&model).chain(&replicas);
+                std::thread::scope(|scope| {
+                    let jobs: Vec<_> = batches
+                        .iter()
+                        .zip(models)
+                        .zip(&ads)
+                        .map(|((b, m), d)| {
+                            scope.spawn(move || forward_backward(m, b, shards(b.rows), scale, d))
+                        })
+                        .collect();
+                    jobs.into_iter()
+                        .map(|j| j.join().expect("a device's training thread panicked"))
+                        .collect::<Vec<_>>()
+                })
             };
-            let b = mb.batch;
-            let (parts, detached) =
-                forward_backward(&model, &b, shards(b.rows), 1.0 / accum as f64, &ad);
-            grads.add_shards(parts);
-            loss_sum = Some(match loss_sum {
-                Some(t) => t + detached,
-                None => detached,
-            });
-            done += 1;
+            for (parts, detached) in results {
+                grads.add_shards(parts);
+                let detached = detached.to_device(&device);
+                loss_sum = Some(match loss_sum {
+                    Some(t) => t + detached,
+                    None => detached,
+                });
+                done += 1;
+            }
             last_micro_batch = Some(mb_start.elapsed().as_secs_f64());
+            if data_ended {
+                break;
+            }
         }
         if done == 0 {
             break if data_ended {
@@ -487,8 +534,14 @@ pub fn run_pretrain_with(
         sequences: state.sequences,
         final_loss: state.last_loss,
         initial_loss: state.initial_loss,
-        device: format!("{device:?}"),
+        device: devices
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+        devices: devices.len(),
         backend: backend_name(&device),
+        precision: precision.name().into(),
         peak_memory_bytes: peak_memory_bytes(),
         stopped_by,
         dropout: resolved.dropout,

@@ -42,15 +42,83 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn first_step_matches_pytorch() {
     // The fused host update (the CPU path) and the tensor-op update (the GPU path).
-    first_step(GradAccumulator::new());
-    first_step(GradAccumulator::on_device());
+    first_step(&Device::flex(), GradAccumulator::new(), 1e-5);
+    first_step(&Device::flex(), GradAccumulator::on_device(), 1e-5);
 }
 
-fn first_step(mut grads: GradAccumulator) {
+/// On a hardware Vulkan device the forward and backward passes, the gradient sums and the
+/// update all run on the device, taking the tensor path because it is not host memory.
+#[cfg(feature = "vulkan")]
+#[test]
+fn first_step_matches_pytorch_on_vulkan() {
+    if let Some(device) = cram_model::vulkan_model_test_device() {
+        assert!(
+            !cram_model::is_host(&device),
+            "a Vulkan device is not host memory"
+        );
+        first_step(&device, GradAccumulator::new(), 1e-4);
+    }
+}
+
+/// The optimizer's device path on any Vulkan device, lavapipe included (which cannot run the
+/// model's matmul, see `cram_model::LAVAPIPE_MATMUL_CRASH`): the reference gradients come from
+/// the CPU, and the clipping, the moments and the update are tensor ops on the device. Its
+/// moments then round-trip through the optimizer file, device to host to device.
+#[cfg(feature = "vulkan")]
+#[test]
+fn optimizer_steps_on_vulkan() {
+    let Some(gpu) = cram_model::vulkan_test_device() else {
+        return;
+    };
     let path = common::vector_path("tiny.safetensors");
     let f = TensorFile::open(&path).unwrap();
     let config = f.config().unwrap().with_dropout(0.0);
-    let device = Device::flex().autodiff();
+    let cpu = Device::flex().autodiff();
+    let model = cram_model::load_mlm_with_config(&path, &config, &cpu).unwrap();
+    let out = model.forward_loss(
+        ints2(&f, "input.mlm_ids", &cpu),
+        ints2(&f, "input.mlm_labels", &cpu),
+    );
+    let mut grads = GradAccumulator::on_device();
+    grads.add(&model, out.loss.backward());
+    assert!(!grads.on_host());
+
+    // The same parameters (ids and values) on the device.
+    let on_gpu = cram_pretrain::shards::replica_on(&model, &gpu.clone().autodiff());
+    assert!(!cram_model::is_host(&on_gpu.encoder().device()));
+    let mut optim = AdamW::new(AdamWConfig::default());
+    let (stepped, _) = optim.step(on_gpu, grads, 1e-3);
+    assert!(!cram_model::is_host(&stepped.encoder().device()));
+    let mut checked = 0;
+    stepped.visit_named(&mut |name, p| {
+        let d = max_diff(&p.to_vec().unwrap(), &f32s(&f, &format!("step1.{name}")));
+        assert!(d < 1e-5, "step1.{name} on vulkan: max abs diff {d:e}");
+        checked += 1;
+    });
+    assert_eq!(checked, 22);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    optim.save(&a).unwrap();
+    let back = AdamW::load(AdamWConfig::default(), &a, &stepped).unwrap();
+    assert_eq!(back.steps(), 1);
+    back.save(&b).unwrap();
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "moments survive device -> file -> device"
+    );
+}
+
+/// One reference step on `device`: loss, gradient norm and the updated weights within `tol`.
+fn first_step(device: &Device, mut grads: GradAccumulator, tol: f32) {
+    let path = common::vector_path("tiny.safetensors");
+    let f = TensorFile::open(&path).unwrap();
+    let config = f.config().unwrap().with_dropout(0.0);
+    let device = device.clone().autodiff();
     let model = cram_model::load_mlm_with_config(&path, &config, &device).unwrap();
 
     let ids = ints2(&f, "input.mlm_ids", &device);
@@ -64,12 +132,14 @@ fn first_step(mut grads: GradAccumulator) {
         .try_into_vec::<f32>()
         .unwrap()[0];
     let want_loss = f32s(&f, "expected.mlm_loss")[0];
-    assert!(
-        (loss - want_loss).abs() < 1e-5,
-        "loss {loss} vs {want_loss}"
-    );
+    assert!((loss - want_loss).abs() < tol, "loss {loss} vs {want_loss}");
 
     grads.add(&model, out.loss.backward());
+    assert_eq!(
+        grads.on_host(),
+        cram_model::is_host(&device) && !grads.is_device_only(),
+        "gradient sums on the host exactly when the device is host memory"
+    );
     let norm: f32 = grads
         .global_norm()
         .unwrap()
@@ -99,7 +169,7 @@ fn first_step(mut grads: GradAccumulator) {
         let got = p.to_vec().unwrap();
         let want = f32s(&f, &format!("step1.{name}"));
         let d = max_diff(&got, &want);
-        assert!(d < 1e-5, "step1.{name}: max abs diff {d:e}");
+        assert!(d < tol, "step1.{name}: max abs diff {d:e}");
         let old = &before.iter().find(|(n, _)| *n == name).unwrap().1;
         assert!(max_diff(&got, old) > 1e-4, "{name} moved");
         if cram_pretrain::optim::decays(&name) {
@@ -113,10 +183,24 @@ fn first_step(mut grads: GradAccumulator) {
 
 #[test]
 fn state_round_trips_through_a_file() {
+    state_round_trip(&Device::flex(), 1e-6);
+}
+
+/// The optimizer state written from a Vulkan device and read back onto it (moments go
+/// device → host file → device).
+#[cfg(feature = "vulkan")]
+#[test]
+fn state_round_trips_through_a_file_on_vulkan() {
+    if let Some(device) = cram_model::vulkan_model_test_device() {
+        state_round_trip(&device, 1e-6);
+    }
+}
+
+fn state_round_trip(device: &Device, tol: f32) {
     let path = common::vector_path("tiny.safetensors");
     let f = TensorFile::open(&path).unwrap();
     let config = f.config().unwrap().with_dropout(0.0);
-    let device = Device::flex().autodiff();
+    let device = device.clone().autodiff();
     let run = |optim: &mut AdamW, model: cram_model::MlmModel| {
         let ids = ints2(&f, "input.mlm_ids", &device);
         let labels = ints2(&f, "input.mlm_labels", &device);
@@ -181,7 +265,7 @@ fn state_round_trips_through_a_file() {
     // Identical up to the order of floating-point reductions across threads.
     let d = max_diff(&va, &vb);
     assert!(
-        d < 1e-6,
+        d < tol,
         "second step differs by {d:e} after a state round trip"
     );
 }

@@ -607,6 +607,14 @@ fn pretrain_section(
             ),
             ("Dropout".into(), Cell::text(text_or_na("dropout"))),
             (
+                "Precision".into(),
+                Cell::text(match text(s, "precision") {
+                    Some(p) if p == "bf16" => "bf16 matrix products, fp32 weights".to_string(),
+                    Some(p) => p,
+                    None => "fp32".to_string(),
+                }),
+            ),
+            (
                 "Device".into(),
                 Cell::text(format!(
                     "{} ({} backend)",

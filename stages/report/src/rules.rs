@@ -6,7 +6,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::data::{FROM_SCRATCH_KINDS, Glue, Pretrain, manifest_inputs, manifest_params, text};
+use crate::data::{
+    FROM_SCRATCH_KINDS, Glue, Pretrain, manifest_inputs, manifest_params, num, text,
+};
 use crate::fmt;
 use crate::records::StageRecord;
 
@@ -86,9 +88,13 @@ fn budget_rule(pretrains: &[Pretrain]) -> RuleCheck {
     for p in pretrains {
         let wall = p.wall_seconds();
         let device = text(&p.summary, "device");
-        let multi_device = device
-            .as_deref()
-            .is_some_and(|d| d.contains(',') || d.contains('+') || d.contains(';'));
+        // The device count where the summary has one; older summaries list the devices.
+        let multi_device = match num(&p.summary, "devices") {
+            Some(n) => n > 1.0,
+            None => device
+                .as_deref()
+                .is_some_and(|d| d.contains(',') || d.contains('+') || d.contains(';')),
+        };
         let (status, mut reason) = match (p.budget_seconds(), wall) {
             (Some(budget), Some(wall)) if wall <= budget * (1.0 + BUDGET_SLACK) => (
                 RuleStatus::Pass,
