@@ -306,11 +306,16 @@ pub fn run_pretrain_with(
         let mut loss_sum: Option<Tensor<1>> = None;
         let mut data_ended = false;
         let mut done = 0usize;
-        // The replicas the other devices train on in this step.
-        let replicas: Vec<MlmModel> = ads[1..]
-            .iter()
-            .map(|d| crate::shards::replica_on(&model, d))
-            .collect();
+        // The replicas the other devices train on in this step (none while the batch ramp
+        // makes a step of one micro-batch).
+        let replicas: Vec<MlmModel> = if accum > 1 {
+            ads[1..]
+                .iter()
+                .map(|d| crate::shards::replica_on(&model, d))
+                .collect()
+        } else {
+            Vec::new()
+        };
         while done < accum {
             // Ctrl-C mid-step: the model, optimizer and data position are still the last
             // step's, so that is the checkpoint; this step's micro-batches are redone on resume
