@@ -166,7 +166,9 @@ pub fn run_task(
         // Switch every dropout off and keep gradients on.
         model = model.freeze().set_require_grad(true);
     }
-    let mut model = model.with_precision(precision);
+    let mut model = model
+        .with_precision(precision)
+        .with_attention_kernel(params.attention);
     let num_params = model.num_params();
 
     progress.set_message(format!("{task}: tokenizing"));

@@ -50,6 +50,9 @@ pub struct GlueParams {
     /// Precision of the matrix products: `auto` (fp32 on the CPU, bf16 on a GPU that has it),
     /// `fp32` or `bf16`; weights and optimizer state stay fp32.
     pub precision: cram_model::PrecisionSpec,
+    /// Attention kernel: `explicit` or `fused` (burn's attention op; it runs as one kernel in
+    /// the dev evaluation, and training with attention dropout keeps the explicit path).
+    pub attention: cram_model::AttentionKernel,
     /// Per-task overrides keyed by task name, e.g. `[overrides.rte] lr = 1e-4`. Allowed, but
     /// outside the Cramming rules (one set of hyperparameters for all tasks): the summary and
     /// the report flag every use.
@@ -75,6 +78,7 @@ impl Default for GlueParams {
             eval_batch_size: 128,
             device: "auto".to_string(),
             precision: cram_model::PrecisionSpec::Auto,
+            attention: cram_model::AttentionKernel::Explicit,
             overrides: BTreeMap::new(),
         }
     }

@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::attention::AttentionKernel;
 use crate::checkpoint;
 use crate::config::ModelConfig;
 use crate::encoder::{Dense, Encoder, NamedParam};
@@ -72,6 +73,12 @@ impl ClassificationModel {
         device: &Device,
     ) -> Result<(Self, ModelConfig), ModelError> {
         checkpoint::load_classification_from_mlm(path, num_labels, seed, device)
+    }
+
+    /// The model with `kernel` in every attention layer.
+    pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
+        self.encoder.set_attention_kernel(kernel);
+        self
     }
 
     /// The model with every matrix product in `precision`; the weights are unchanged (fp32).

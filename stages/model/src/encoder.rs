@@ -6,6 +6,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::attention::{AttentionKernel, fused_attention};
 use crate::config::{FfnActivation, ModelConfig, NormScheme, PositionEmbedding};
 use crate::error::ModelError;
 use crate::init::{Init, ParamSource};
@@ -334,6 +335,9 @@ pub struct Attention {
     /// Precision of the two attention products (the projections have their own).
     #[module(skip)]
     pub precision: Precision,
+    /// The attention kernel (see [`crate::attention`]).
+    #[module(skip)]
+    pub kernel: AttentionKernel,
 }
 
 impl Attention {
@@ -359,6 +363,11 @@ impl Attention {
         let k = qkv.clone().narrow(3, hd, hd);
         let v = qkv.narrow(3, 2 * hd, hd);
         let scale = 1.0f32 / (hd as f32).sqrt();
+        let dropout_active = self.dropout.prob > 0.0 && q.is_tracked();
+        if self.kernel == AttentionKernel::Fused && !dropout_active {
+            let ctx = fused_attention(q, k, v, bias, scale, self.precision);
+            return self.out.forward(ctx.swap_dims(1, 2).reshape([n, h]));
+        }
         let mut scores = self
             .precision
             .matmul(q, k.swap_dims(2, 3))
@@ -501,6 +510,7 @@ impl Layer {
                 dropout: DropoutConfig::new(c.attn_dropout).init(),
                 num_heads: c.num_heads,
                 precision: Precision::Fp32,
+                kernel: AttentionKernel::Explicit,
             },
             norm2: LayerNorm::build(src, &names::norm2(i), h, c.norm_eps)?,
             ffn: FeedForward {
@@ -624,6 +634,13 @@ impl Encoder {
         }
         if let Some(n) = &self.final_norm {
             n.visit(names::FINAL_NORM, f);
+        }
+    }
+
+    /// Sets the attention kernel of every layer.
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+        for layer in &mut self.layers {
+            layer.attn.kernel = kernel;
         }
     }
 

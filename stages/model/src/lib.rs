@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod checkpoint;
 pub mod classification;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod mlm;
 pub mod names;
 pub mod precision;
 
+pub use attention::AttentionKernel;
 pub use checkpoint::{
     TensorFile, load_classification, load_classification_with_config, load_mlm,
     load_mlm_with_config, read_config_json, save_classification, save_mlm, write_config_json,

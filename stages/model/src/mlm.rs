@@ -5,6 +5,7 @@ use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::attention::AttentionKernel;
 use crate::config::ModelConfig;
 use crate::encoder::{Dense, Encoder, LayerNorm, NamedParam, gelu_closed_form};
 use crate::error::ModelError;
@@ -86,6 +87,12 @@ impl MlmModel {
             sparse: c.sparse_prediction > 0.0,
             precision: Precision::Fp32,
         })
+    }
+
+    /// The model with `kernel` in every attention layer.
+    pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
+        self.encoder.set_attention_kernel(kernel);
+        self
     }
 
     /// The model with every matrix product (encoder, head transform, decoder) in `precision`;

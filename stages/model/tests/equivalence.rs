@@ -10,7 +10,7 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{assert_close, f32s, host, ints2, open, vector_path};
 use cram_model::encoder::sinusoid_table;
-use cram_model::{ClassLabels, ClassificationModel, MlmModel, ModelConfig};
+use cram_model::{AttentionKernel, ClassLabels, ClassificationModel, MlmModel, ModelConfig};
 
 const TOL: f32 = 1e-5;
 
@@ -60,8 +60,12 @@ fn forward_matches() {
 }
 
 fn check_forward(device: &Device, tol: f32) {
+    check_forward_with(device, tol, AttentionKernel::Explicit);
+}
+
+fn check_forward_with(device: &Device, tol: f32, kernel: AttentionKernel) {
     let f = open("tiny.safetensors");
-    let model = tiny_model(device);
+    let model = tiny_model(device).with_attention_kernel(kernel);
     let ids = ints2(&f, "input.ids", device);
     let mask = ints2(&f, "input.attention_mask", device);
 
@@ -91,6 +95,14 @@ fn check_forward(device: &Device, tol: f32) {
 
     let logits = model.forward_logits(ids);
     assert_close("logits", &host(logits), &f32s(&f, "expected.logits").1, tol);
+}
+
+/// burn's fused attention op (`attention = "fused"`) computes the reference's function, with
+/// and without the padding mask, and its gradients (recorded decomposed under autodiff).
+#[test]
+fn fused_attention_matches() {
+    check_forward_with(&Device::flex(), TOL, AttentionKernel::Fused);
+    check_gradients_with(&Device::flex(), TOL, AttentionKernel::Fused);
 }
 
 #[test]
@@ -126,9 +138,13 @@ fn gradients_match() {
 }
 
 fn check_gradients(device: &Device, tol: f32) {
+    check_gradients_with(device, tol, AttentionKernel::Explicit);
+}
+
+fn check_gradients_with(device: &Device, tol: f32, kernel: AttentionKernel) {
     let f = open("tiny.safetensors");
     let device = &device.clone().autodiff();
-    let model = tiny_model(device);
+    let model = tiny_model(device).with_attention_kernel(kernel);
     let ids = ints2(&f, "input.mlm_ids", device);
     let labels = ints2(&f, "input.mlm_labels", device);
     let out = model.forward_loss(ids, labels);

@@ -1,6 +1,6 @@
 //! Steady-state throughput of the pretraining step (forward, backward, gradient sum, AdamW) on
 //! synthetic tokens, as the `pretrain` stage runs it: MLM rate 0.25, dropout off, global clip
-//! 0.5. Shared by `cargo bench -p cram-pretrain` and `cram bench step` (the GPU benchmark).
+//! 0.5. Shared by `cargo bench -p cram-pretrain` and `cram bench` (the GPU benchmark).
 
 use std::time::Instant;
 

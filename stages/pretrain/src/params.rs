@@ -1,6 +1,6 @@
 //! The `pretrain` kind's parameters, their resolved form and the run summary.
 
-use cram_model::{ModelConfig, ModelOverrides, PrecisionSpec};
+use cram_model::{AttentionKernel, ModelConfig, ModelOverrides, PrecisionSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,9 @@ pub struct PretrainParams {
     /// Precision of the matrix products: `auto` (fp32 on the CPU, bf16 on a GPU that has it),
     /// `fp32` or `bf16`. Weights and optimizer state stay fp32 (as the reference's AMP).
     pub precision: PrecisionSpec,
+    /// Attention kernel: `explicit` (two products around the softmax) or `fused` (burn's
+    /// attention op, one kernel where no gradient is recorded; see `cram_model::attention`).
+    pub attention: AttentionKernel,
     /// Minutes between resumable checkpoints in the stage's work directory; 0 disables them.
     pub checkpoint_every: f64,
     /// Optimizer steps between lines of `metrics.jsonl` (the first and last step are always
@@ -95,6 +98,7 @@ impl Default for PretrainParams {
             device: "auto".into(),
             devices: Vec::new(),
             precision: PrecisionSpec::Auto,
+            attention: AttentionKernel::Explicit,
             checkpoint_every: 30.0,
             log_every: 100,
         }
@@ -146,6 +150,8 @@ pub struct ResolvedPretrain {
     pub devices: Vec<String>,
     /// Precision spec (resolved against the device when the run starts).
     pub precision: PrecisionSpec,
+    /// Attention kernel.
+    pub attention: AttentionKernel,
     /// Checkpoint interval in minutes.
     pub checkpoint_every: f64,
     /// Logging interval in steps.
@@ -288,6 +294,7 @@ impl PretrainParams {
             device: devices[0].clone(),
             devices,
             precision: self.precision,
+            attention: self.attention,
             checkpoint_every: self.checkpoint_every,
             log_every: self.log_every,
         })

@@ -216,7 +216,9 @@ pub fn run_pretrain_with(
             None,
         ),
     };
-    let mut model = model.with_precision(precision);
+    let mut model = model
+        .with_precision(precision)
+        .with_attention_kernel(resolved.attention);
     let parameters = cram_model::num_params(&model);
 
     let m = resolved.micro_batch;
