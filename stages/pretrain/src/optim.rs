@@ -75,6 +75,7 @@ pub struct GradAccumulator {
 
 /// One parameter's accumulated gradient.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per parameter: size does not matter
 enum GradSum {
     Device(Tensor<1>),
     /// f32 values in host memory (burn's own buffer, read without a copy).
