@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+mod activation;
 pub mod attention;
 pub mod checkpoint;
 pub mod classification;
