@@ -5,37 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-
-use cram_pretrain::{PretrainError, PretrainParams, PretrainSummary, run_pretrain};
-use indicatif::ProgressBar;
+use cram_pretrain::PretrainError;
 
 const VOCAB: usize = 64;
 const SEQ: usize = 32;
-
-fn train(params: &PretrainParams, data: &Path, dir: &Path) -> (PretrainSummary, Vec<f64>) {
-    let out = dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let summary = run_pretrain(
-        params,
-        data,
-        0,
-        &dir.join("work"),
-        &out,
-        &ProgressBar::hidden(),
-    )
-    .unwrap();
-    let losses = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
-    (summary, losses)
-}
 
 #[test]
 fn several_cpu_devices_train_like_one() {
@@ -52,12 +25,12 @@ fn several_cpu_devices_train_like_one() {
     params.log_every = 1;
     params.lr = 2e-3;
 
-    let (one, a) = train(&params, &data, &tmp.path().join("one"));
+    let (one, a) = common::train_with_losses(&params, &data, &tmp.path().join("one"));
     assert_eq!(one.devices, 1);
     for n in [2, 4] {
         let mut p = params.clone();
         p.devices = vec!["cpu".to_string(); n];
-        let (many, b) = train(&p, &data, &tmp.path().join(format!("d{n}")));
+        let (many, b) = common::train_with_losses(&p, &data, &tmp.path().join(format!("d{n}")));
         assert_eq!(many.devices, n);
         assert_eq!(many.device.matches(" + ").count(), n - 1, "{}", many.device);
         assert_eq!(

@@ -5,8 +5,7 @@ mod common;
 use std::path::Path;
 
 use cram_model::PrecisionSpec;
-use cram_pretrain::{PretrainSummary, run_pretrain};
-use indicatif::ProgressBar;
+use cram_pretrain::PretrainSummary;
 
 const VOCAB: usize = 64;
 const SEQ: usize = 32;
@@ -19,27 +18,7 @@ fn train(data: &Path, dir: &Path, precision: PrecisionSpec) -> (PretrainSummary,
     params.lr = 2e-3;
     params.log_every = 1;
     params.precision = precision;
-    let out = dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let summary = run_pretrain(
-        &params,
-        data,
-        0,
-        &dir.join("work"),
-        &out,
-        &ProgressBar::hidden(),
-    )
-    .unwrap();
-    let losses = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
-    (summary, losses)
+    common::train_with_losses(&params, data, dir)
 }
 
 #[test]

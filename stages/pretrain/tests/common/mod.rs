@@ -129,3 +129,33 @@ pub fn write_sequences(
     let summary = serde_json::json!({"rows": rows, "seq_length": seq, "vocab_size": vocab});
     std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
 }
+
+/// Runs `params` on the packed rows in `data` (seed 0) with `dir/work` and `dir/out`; returns
+/// the summary and the loss of every line of `metrics.jsonl`.
+pub fn train_with_losses(
+    params: &cram_pretrain::PretrainParams,
+    data: &Path,
+    dir: &Path,
+) -> (cram_pretrain::PretrainSummary, Vec<f64>) {
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let summary = cram_pretrain::run_pretrain(
+        params,
+        data,
+        0,
+        &dir.join("work"),
+        &out,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
+    let losses = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    (summary, losses)
+}
