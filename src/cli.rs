@@ -72,6 +72,24 @@ pub enum Command {
         /// How many independent stages may run at once.
         #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
         jobs: usize,
+        /// Hold the run to FILE.lock, as `cargo --locked`: fail, naming the
+        /// stage and both hashes, where a stage's key or output differs from
+        /// the lock's; the lock file is left as it is.
+        #[arg(long)]
+        locked: bool,
+    },
+    /// Rerun a cached stage in scratch space and compare its output with
+    /// the cached one, byte for byte: says whether they are equal and, if
+    /// not, which files differ. The cache is left as it was.
+    Reproduce {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// The stage to rerun (it and everything it depends on must be
+        /// cached: `cram run FILE --until STAGE` first).
+        stage: String,
+        /// Keep the rerun's output directory and print where it is.
+        #[arg(long)]
+        keep: bool,
     },
     /// Say, for each stage, whether it is cached or why it is stale.
     Status {

@@ -66,6 +66,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             force,
             dry_run,
             jobs,
+            locked,
         } => {
             let pipeline = load(&args)?;
             if let Some(u) = &until {
@@ -101,6 +102,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 until,
                 force: forced,
                 jobs,
+                locked,
             };
             crate::interrupt::install();
             let report = exec::run(&pipeline, &store, &opts, &ui)?;
@@ -116,7 +118,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 {
                     out(&format!(
                         "report ({name}): {}",
-                        e.out_dir().join("report.html").display()
+                        e.run_dir().join("report.html").display()
                     ));
                 }
             }
@@ -184,6 +186,49 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 out(&show_stage(st, status));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reproduce {
+            pipeline: args,
+            stage,
+            keep,
+        } => {
+            let pipeline = load(&args)?;
+            pipeline.require_stage(&stage, "reproduce")?;
+            let store = Store::open(&cache)?;
+            let ui = Ui::new(verbosity);
+            let r = crate::reproduce::reproduce(&pipeline, &store, &stage, keep, &ui)?;
+            for c in &r.comparisons {
+                if c.equal() {
+                    out(&format!(
+                        "equal    {}: {} files, output {}",
+                        c.name, c.files, c.cached_hash
+                    ));
+                    continue;
+                }
+                out(&format!(
+                    "DIFFERS  {}: cached output {}, rerun {}",
+                    c.name, c.cached_hash, c.rerun_hash
+                ));
+                for (what, list) in [
+                    ("differ", &c.differ),
+                    ("only cached", &c.missing),
+                    ("only rerun", &c.extra),
+                ] {
+                    if !list.is_empty() {
+                        out(&format!("         {what}: {}", list.join(", ")));
+                    }
+                }
+            }
+            if let Some(dir) = &r.kept {
+                out(&format!("rerun kept in {}", dir.display()));
+            }
+            if r.equal() {
+                out(&format!("{stage}: the rerun gave the same bytes"));
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{stage}: the rerun gave other bytes");
+                Ok(ExitCode::from(EXIT_STAGE_FAILED))
+            }
         }
         Command::Verify => {
             let store = Store::open(&cache)?;

@@ -29,6 +29,10 @@ pub struct RunOptions {
     pub force: HashSet<String>,
     /// How many stages may run at once.
     pub jobs: usize,
+    /// Hold every stage to the lock file (as `cargo --locked`): a stage
+    /// whose key or output hash differs from its lock entry fails, and the
+    /// lock file is not written.
+    pub locked: bool,
 }
 
 /// How one stage ended.
@@ -77,6 +81,13 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
         None => (0..pipeline.stages.len()).collect(),
     };
     let mut lock = LockFile::read(&pipeline.meta.lock_file)?;
+    if opts.locked && !pipeline.meta.lock_file.is_file() {
+        anyhow::bail!(
+            "--locked: there is no lock file {} to hold the run to (run once without --locked to write it)",
+            pipeline.meta.lock_file.display()
+        );
+    }
+    let pinned = lock.clone();
     let jobs = opts.jobs.max(1);
 
     let mut done: HashMap<String, Entry> = HashMap::new();
@@ -164,20 +175,34 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
             let (bar, started) = running.remove(&name).expect("running stage");
             ui.finish_bar(&bar);
             let stage = pipeline.stage(&name).expect("known stage");
+            let outcome = match outcome {
+                Outcome::Cached(entry) | Outcome::Ran(entry)
+                    if opts.locked && check_locked(&name, &entry, &pinned).is_err() =>
+                {
+                    let message = check_locked(&name, &entry, &pinned).unwrap_err();
+                    Outcome::Failed(message, None)
+                }
+                other => other,
+            };
+            let pin = if opts.locked { ", as locked" } else { "" };
             match &outcome {
                 Outcome::Cached(entry) => {
-                    ui.line(&format!("  cached  {name}"));
-                    record_lock(&mut lock, stage, entry);
-                    lock.write(&pipeline.meta.lock_file)?;
+                    ui.line(&format!("  cached  {name}{pin}"));
+                    if !opts.locked {
+                        record_lock(&mut lock, stage, entry);
+                        lock.write(&pipeline.meta.lock_file)?;
+                    }
                     done.insert(name.clone(), (**entry).clone());
                 }
                 Outcome::Ran(entry) => {
                     ui.line(&format!(
-                        "  ran     {name} ({:.1} s)",
+                        "  ran     {name} ({:.1} s){pin}",
                         started.elapsed().as_secs_f64()
                     ));
-                    record_lock(&mut lock, stage, entry);
-                    lock.write(&pipeline.meta.lock_file)?;
+                    if !opts.locked {
+                        record_lock(&mut lock, stage, entry);
+                        lock.write(&pipeline.meta.lock_file)?;
+                    }
                     done.insert(name.clone(), (**entry).clone());
                 }
                 Outcome::Failed(err, log) => {
@@ -196,13 +221,36 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
         Ok(())
     })?;
 
-    if opts.until.is_none() && !report.failed() {
+    if opts.until.is_none() && !report.failed() && !opts.locked {
         // Forget stages the pipeline no longer has.
         let names: HashSet<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
         lock.stages.retain(|k, _| names.contains(k.as_str()));
         lock.write(&pipeline.meta.lock_file)?;
     }
     Ok(report)
+}
+
+/// Whether `entry`, the result of stage `name`, is what the lock pins: the
+/// same key and the same output hash. The error names the stage and both
+/// values.
+pub fn check_locked(name: &str, entry: &Entry, lock: &LockFile) -> Result<(), String> {
+    let m = &entry.manifest;
+    match lock.stages.get(name) {
+        None => Err(format!(
+            "--locked: stage {name} is not in the lock file (run without --locked to record it)"
+        )),
+        Some(l) if l.key != m.key => Err(format!(
+            "--locked: stage {name} has key {} but the lock has {} (its parameters, code version, \
+             seed or inputs changed; `cram status` says which; run without --locked to update the lock)",
+            m.key, l.key
+        )),
+        Some(l) if l.output_hash != m.output_hash => Err(format!(
+            "--locked: stage {name} (key {}) made output {} but the lock pins {}: the same inputs \
+             gave other bytes (`cram reproduce FILE {name}` reruns it and lists the files that differ)",
+            m.key, m.output_hash, l.output_hash
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 fn record_lock(lock: &mut LockFile, stage: &Stage, entry: &Entry) {
@@ -225,7 +273,7 @@ fn record_lock(lock: &mut LockFile, stage: &Stage, entry: &Entry) {
 
 /// Every finished ancestor of `stage` (and their cached sub-units), in
 /// pipeline order.
-fn ancestor_records(
+pub(crate) fn ancestor_records(
     pipeline: &Pipeline,
     store: &Store,
     stage: &Stage,
@@ -244,6 +292,7 @@ fn ancestor_records(
                     name: unit.name.clone(),
                     kind: unit.kind.clone(),
                     out_dir: u.out_dir(),
+                    run_dir: u.run_dir(),
                     manifest: serde_json::to_value(&u.manifest).unwrap_or(Value::Null),
                 });
             }
@@ -252,6 +301,7 @@ fn ancestor_records(
             name: s.name.clone(),
             kind: s.kind.name().to_string(),
             out_dir: entry.out_dir(),
+            run_dir: entry.run_dir(),
             manifest: serde_json::to_value(&entry.manifest).unwrap_or(Value::Null),
         });
     }
@@ -364,6 +414,7 @@ fn try_run_stage(
         .collect();
     let units = Mutex::new(Vec::new());
     let out_dir = staging.out_dir();
+    let run_dir = staging.run_dir();
     let ctx = StageContext {
         stage: &stage.name,
         params: &stage.params,
@@ -372,12 +423,14 @@ fn try_run_stage(
         inputs: &input_dirs,
         ancestors,
         out_dir: &out_dir,
+        run_dir: &run_dir,
         work_dir: &work_dir,
         store,
         pipeline: &pipeline.meta,
         progress: bar,
         log: &log_path,
         units: &units,
+        rerun_units: None,
     };
     bar.set_message("");
     let started_at = now_rfc3339();
@@ -469,9 +522,43 @@ pub fn cached_unit(
             name: name.clone(),
             kind: kind.to_string(),
             out_dir: entry.out_dir(),
+            run_dir: entry.run_dir(),
             manifest: serde_json::to_value(&entry.manifest).unwrap_or(Value::Null),
         });
     };
+    if let Some(root) = ctx.rerun_units {
+        // `cram reproduce`: build the unit afresh in scratch space, never
+        // from or into the cache.
+        let (out, _run) = crate::reproduce::unit_dirs(root, unit)?;
+        let started_at = now_rfc3339();
+        let t0 = Instant::now();
+        let metrics = body(&out)?;
+        let files = crate::hashing::hash_tree(&out)?;
+        let entry = Entry {
+            dir: root.join(unit),
+            manifest: Manifest {
+                format: MANIFEST_FORMAT.into(),
+                stage: name.clone(),
+                kind: kind.into(),
+                key: key.clone(),
+                code_version,
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+                params: material,
+                seed: Some(ctx.seed),
+                identity: None,
+                inputs: BTreeMap::new(),
+                output_hash: crate::hashing::output_hash(&files),
+                files,
+                started_at,
+                finished_at: now_rfc3339(),
+                wall_seconds: t0.elapsed().as_secs_f64(),
+                metrics,
+                units: Vec::new(),
+            },
+        };
+        record(&entry);
+        return Ok(entry);
+    }
     if let Some(entry) = ctx.store.get(&key) {
         record(&entry);
         return Ok(entry);

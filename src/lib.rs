@@ -20,5 +20,6 @@ pub mod lockfile;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
+pub mod reproduce;
 pub mod store;
 pub mod ui;

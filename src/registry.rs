@@ -111,6 +111,9 @@ pub struct AncestorRecord {
     pub kind: String,
     /// Output directory in the cache.
     pub out_dir: PathBuf,
+    /// Run-facts directory of the entry (timings and the like, outside the
+    /// output hash; may be missing for old entries).
+    pub run_dir: PathBuf,
     /// The entry's manifest (see `docs/architecture.md`).
     pub manifest: Value,
 }
@@ -147,8 +150,14 @@ pub struct StageContext<'a> {
     pub inputs: &'a [InputDir],
     /// Every finished ancestor, in dependency order.
     pub ancestors: &'a [AncestorRecord],
-    /// The empty directory the stage writes its outputs into.
+    /// The empty directory the stage writes its outputs into. Everything in
+    /// it is hashed: it must be a function of the inputs, the parameters
+    /// and the seed (no timings, host names or dates).
     pub out_dir: &'a Path,
+    /// The empty directory for facts about this run that are not outputs:
+    /// timings, the machine, documents made from them. Kept in the entry,
+    /// outside the output hash.
+    pub run_dir: &'a Path,
     /// A persistent scratch directory for this stage key (kept across crashes,
     /// for resumable work such as pretraining checkpoints).
     pub work_dir: &'a Path,
@@ -163,6 +172,9 @@ pub struct StageContext<'a> {
     /// Extra cached sub-units finished while running (the adapter pushes
     /// them; the engine hands them to descendants as ancestors).
     pub units: &'a std::sync::Mutex<Vec<AncestorRecord>>,
+    /// Set by `cram reproduce`: sub-units are rerun into this directory
+    /// instead of being taken from (and stored in) the cache.
+    pub rerun_units: Option<&'a Path>,
 }
 
 impl StageContext<'_> {

@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! entries/<key>/manifest.json   complete entries only (renamed into place)
-//! entries/<key>/out/...         the stage's output files
+//! entries/<key>/out/...         the stage's output files (hashed)
+//! entries/<key>/run/...         facts about the run that made them: timings,
+//!                               the machine, documents built from those
+//!                               (not hashed, not verified)
 //! entries/<key>/log.txt         the stage's log
 //! tmp/                          entries being built (never read as valid)
 //! work/<key>/                   persistent scratch per key (resumable stages)
@@ -109,7 +112,17 @@ impl Entry {
     pub fn out_dir(&self) -> PathBuf {
         self.dir.join("out")
     }
+
+    /// The run-facts directory: what the run that made the outputs wrote
+    /// about itself (timings, the machine), outside the output hash. Entries
+    /// from before it existed have none; readers treat it as empty.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join(RUN_DIR)
+    }
 }
+
+/// Name of an entry's run-facts directory (see [`Entry::run_dir`]).
+pub const RUN_DIR: &str = "run";
 
 /// An entry being built: a fresh directory under `tmp/`.
 pub struct Staging {
@@ -122,6 +135,12 @@ impl Staging {
     /// The output directory the stage writes into.
     pub fn out_dir(&self) -> PathBuf {
         self.dir.join("out")
+    }
+
+    /// The run-facts directory the stage may write into (outside the
+    /// output hash; see [`Entry::run_dir`]).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join(RUN_DIR)
     }
 
     /// The log file of this run.
@@ -256,6 +275,7 @@ impl Store {
             .tempdir_in(self.root.join("tmp"))?
             .keep();
         fs::create_dir_all(dir.join("out"))?;
+        fs::create_dir_all(dir.join(RUN_DIR))?;
         Ok(Staging {
             dir,
             key: key.to_string(),

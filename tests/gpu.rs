@@ -165,7 +165,8 @@ fn sanity_recipe_trains_and_fine_tunes_on_a_vulkan_device_as_on_the_cpu() {
             assert!(value.as_f64().unwrap().is_finite(), "{name} in {t}");
         }
     }
-    let report = stage_out(dir.path(), "report");
+    // The report's documents are run facts: beside the output, in `run/`.
+    let report = stage_out(dir.path(), "report").with_file_name("run");
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(
         md.to_ascii_lowercase().contains("vulkan"),

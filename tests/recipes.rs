@@ -29,13 +29,21 @@ fn ran(o: &Output) -> Vec<String> {
         .collect()
 }
 
-/// The `summary.json` of the `pretrain` stage recorded in the lock file `lock` in `dir`.
-fn pretrain_summary(dir: &Path, lock: &str) -> serde_json::Value {
+/// The cache entry of the `pretrain` stage recorded in the lock file `lock` in `dir`.
+fn pretrain_entry(dir: &Path, lock: &str) -> std::path::PathBuf {
     let lock: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(lock)).unwrap()).unwrap();
     let key = lock["stages"]["pretrain"]["key"].as_str().unwrap();
-    let summary = dir.join("cache/entries").join(key).join("out/summary.json");
-    serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap()
+    dir.join("cache/entries").join(key)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The `summary.json` of the `pretrain` stage recorded in the lock file `lock` in `dir`.
+fn pretrain_summary(dir: &Path, lock: &str) -> serde_json::Value {
+    read_json(&pretrain_entry(dir, lock).join("out/summary.json"))
 }
 
 fn recipe(name: &str) -> String {
@@ -51,8 +59,15 @@ fn recipe(name: &str) -> String {
 fn sanity_recipe_runs_end_to_end_then_caches_then_reruns_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("sanity.toml"), recipe("sanity.toml")).unwrap();
+    // The shipped lock pins every stage's output: a fresh cache must give
+    // the same bytes (`--locked` fails, naming the stage, where it does not).
+    std::fs::write(
+        dir.path().join("sanity.toml.lock"),
+        recipe("sanity.toml.lock"),
+    )
+    .unwrap();
 
-    let first = cram(dir.path(), &["run", "sanity.toml"]);
+    let first = cram(dir.path(), &["run", "sanity.toml", "--locked"]);
     assert!(first.status.success(), "{}", text(&first));
     assert_eq!(
         ran(&first),
@@ -268,11 +283,16 @@ fn ctrl_c_stops_pretraining_with_a_checkpoint_and_the_rerun_resumes_within_the_b
     assert!(second.status.success(), "{again}");
     assert_eq!(ran(&second), ["pretrain", "after"], "{again}");
     let summary = pretrain_summary(dir.path(), "p.toml.lock");
+    let manifest = read_json(&pretrain_entry(dir.path(), "p.toml.lock").join("manifest.json"));
     let resumed = summary["resumed_from_step"].as_u64();
     assert!(resumed.is_some(), "the rerun resumed: {summary}");
     let steps = summary["steps"].as_u64().unwrap();
     assert!(steps > resumed.unwrap(), "and went on: {summary}");
-    let wall = summary["wall_seconds"].as_f64().unwrap();
+    // The wall clock is a run fact: in the manifest, not the hashed summary.
+    assert!(summary.get("wall_seconds").is_none(), "{summary}");
+    let wall = manifest["metrics"]["timings"]["wall_seconds"]
+        .as_f64()
+        .unwrap();
     assert!(
         (4.0..9.0).contains(&wall),
         "the budget (6 s) counts both runs: {wall} s"

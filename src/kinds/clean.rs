@@ -4,9 +4,9 @@ use std::marker::PhantomData;
 
 use anyhow::Result;
 use cram_clean::{DedupParams, FilterParams};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::simple::{Simple, summary};
+use super::simple::{Simple, summary_with_timings};
 use crate::registry::{Artifact, InputSlot, StageContext};
 
 static DOCUMENTS: InputSlot = InputSlot {
@@ -41,14 +41,15 @@ fn run_filter(ctx: &StageContext<'_>, p: &FilterParams) -> Result<Value> {
         .iter()
         .find(|i| i.artifact == Artifact::Tokenizer)
         .map(|i| i.dir.join("tokenizer.json"));
-    summary(&cram_clean::run_filter(
+    let s = cram_clean::run_filter(
         p,
         &docs.dir,
         tokenizer.as_deref(),
         ctx.seed,
         ctx.out_dir,
         ctx.progress,
-    )?)
+    )?;
+    summary_with_timings(&s, &json!({ "seconds": s.seconds }))
 }
 
 /// `dedup`: exact-substring deduplication with a suffix array.
@@ -65,10 +66,14 @@ pub static DEDUP: Simple<DedupParams> = Simple {
 
 fn run_dedup(ctx: &StageContext<'_>, p: &DedupParams) -> Result<Value> {
     let docs = ctx.require_input(Artifact::Documents)?;
-    summary(&cram_clean::run_dedup(
-        p,
-        &docs.dir,
-        ctx.out_dir,
-        ctx.progress,
-    )?)
+    let s = cram_clean::run_dedup(p, &docs.dir, ctx.out_dir, ctx.progress)?;
+    summary_with_timings(
+        &s,
+        &json!({
+            "seconds_read": s.seconds_read,
+            "seconds_find": s.seconds_find,
+            "seconds_write": s.seconds_write,
+            "peak_rss_bytes": s.peak_rss_bytes,
+        }),
+    )
 }

@@ -9,7 +9,7 @@ use cram_glue::{GlueParams, SyntheticGlueParams};
 use cram_pretrain::PretrainParams;
 use serde_json::{Value, json};
 
-use super::simple::{Simple, summary};
+use super::simple::{Simple, summary, summary_with_timings};
 use crate::exec::cached_unit;
 use crate::registry::{
     Artifact, InputSlot, Kind, ParamError, Params, StageContext, parse_typed, plain_params, to_json,
@@ -67,7 +67,7 @@ impl Kind for Pretrain {
             interrupt: Some(graceful.flag()),
             ..Default::default()
         };
-        summary(&cram_pretrain::run_pretrain_with(
+        let s = cram_pretrain::run_pretrain_with(
             &p,
             &seqs.dir,
             ctx.seed,
@@ -75,9 +75,16 @@ impl Kind for Pretrain {
             ctx.out_dir,
             ctx.progress,
             &control,
-        )?)
+        )?;
+        // The per-step timings go to the run directory, the totals to the
+        // manifest: neither is part of the hashed checkpoint.
+        cram_pretrain::write_timeline(&ctx.run_dir.join(TIMELINE_FILE), &s.timings.timeline)?;
+        summary_with_timings(&s, &s.timings)
     }
 }
+
+/// The run-directory file of a pretraining run's per-step timings.
+pub const TIMELINE_FILE: &str = "timeline.jsonl";
 
 /// `glue`: fine-tune and score on GLUE, each task cached on its own.
 pub struct Glue;
@@ -132,6 +139,7 @@ impl Kind for Glue {
         let ckpt = ctx.require_input(Artifact::Checkpoint)?;
         let data = ctx.require_input(Artifact::Files)?;
         let mut task_dirs = Vec::new();
+        let mut task_seconds: BTreeMap<String, f64> = BTreeMap::new();
         let n = p.tasks.len();
         for (i, task) in p.tasks.iter().copied().enumerate() {
             ctx.progress
@@ -169,7 +177,7 @@ impl Kind for Glue {
                 cram_glue::CODE_VERSION,
                 material,
                 |out| {
-                    summary(&cram_glue::run_task(
+                    let s = cram_glue::run_task(
                         &p,
                         task,
                         &ckpt.dir,
@@ -177,13 +185,25 @@ impl Kind for Glue {
                         ctx.seed,
                         out,
                         ctx.progress,
-                    )?)
+                    )?;
+                    summary_with_timings(&s, &s.timings)
                 },
             )?;
+            let seconds = entry.manifest.metrics["timings"]["seconds"]
+                .as_f64()
+                .unwrap_or(entry.manifest.wall_seconds);
+            task_seconds.insert(task.name().to_string(), seconds);
             task_dirs.push((task, entry.out_dir()));
         }
         ctx.progress.set_prefix(ctx.stage.to_string());
-        summary(&cram_glue::aggregate(&p, &task_dirs, ctx.out_dir)?)
+        let s = cram_glue::aggregate(&p, &task_dirs, ctx.out_dir)?;
+        // Fine-tuning times from the tasks' manifests (a cached task keeps
+        // the time of the run that made it).
+        let timings = json!({
+            "fine_tune_seconds": task_seconds.values().sum::<f64>(),
+            "task_seconds": task_seconds,
+        });
+        summary_with_timings(&s, &timings)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Adapter for `cram-report`: the `report` kind.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cram_report::{MachineInfo, PipelineInfo, ReportParams, StageRecord};
 use serde_json::Value;
 
@@ -82,13 +82,19 @@ impl Kind for Report {
                 name: a.name.clone(),
                 kind: a.kind.clone(),
                 out_dir: a.out_dir.clone(),
+                run_dir: a.run_dir.clone(),
                 manifest: a.manifest.clone(),
             })
             .collect();
-        let s = cram_report::run_report(&p, &info, &records, ctx.out_dir, ctx.progress)?;
+        // The documents show timings and the machine: they go to the run
+        // directory. The hashed output is the part the inputs determine.
+        let s = cram_report::run_report(&p, &info, &records, ctx.run_dir, ctx.progress)?;
+        let path = ctx.out_dir.join("summary.json");
+        let text = serde_json::to_string_pretty(&s.outputs())? + "\n";
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         ctx.progress.println(format!(
             "report: {}",
-            ctx.out_dir.join("report.html").display()
+            ctx.run_dir.join("report.html").display()
         ));
         summary(&s)
     }

@@ -69,3 +69,14 @@ where
 pub fn summary<S: Serialize>(s: &S) -> Result<Value> {
     Ok(serde_json::to_value(s)?)
 }
+
+/// The manifest's metrics of a stage whose summary keeps its timings out of
+/// the hashed output: the summary with `timings` added under that key (the
+/// report reads them there).
+pub fn summary_with_timings<S: Serialize, T: Serialize>(s: &S, timings: &T) -> Result<Value> {
+    let mut v = summary(s)?;
+    if let Value::Object(map) = &mut v {
+        map.insert("timings".into(), serde_json::to_value(timings)?);
+    }
+    Ok(v)
+}

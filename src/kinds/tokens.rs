@@ -4,9 +4,9 @@ use std::marker::PhantomData;
 
 use anyhow::Result;
 use cram_tokens::{PackParams, TokenizerParams};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::simple::{Simple, summary};
+use super::simple::{Simple, summary_with_timings};
 use crate::registry::{Artifact, InputSlot, StageContext};
 
 /// `tokenizer`: trains a WordPiece, BPE or Unigram vocabulary.
@@ -27,13 +27,8 @@ pub static TOKENIZER: Simple<TokenizerParams> = Simple {
 
 fn run_tokenizer(ctx: &StageContext<'_>, p: &TokenizerParams) -> Result<Value> {
     let docs = ctx.require_input(Artifact::Documents)?;
-    summary(&cram_tokens::run_tokenizer(
-        p,
-        &docs.dir,
-        ctx.seed,
-        ctx.out_dir,
-        ctx.progress,
-    )?)
+    let s = cram_tokens::run_tokenizer(p, &docs.dir, ctx.seed, ctx.out_dir, ctx.progress)?;
+    summary_with_timings(&s, &s.timings)
 }
 
 /// `pack`: documents → fixed-length token rows in Parquet.
@@ -62,12 +57,16 @@ pub static PACK: Simple<PackParams> = Simple {
 fn run_pack(ctx: &StageContext<'_>, p: &PackParams) -> Result<Value> {
     let docs = ctx.require_input(Artifact::Documents)?;
     let tok = ctx.require_input(Artifact::Tokenizer)?;
-    summary(&cram_tokens::run_pack(
+    let s = cram_tokens::run_pack(
         p,
         &docs.dir,
         &tok.dir.join("tokenizer.json"),
         ctx.seed,
         ctx.out_dir,
         ctx.progress,
-    )?)
+    )?;
+    summary_with_timings(
+        &s,
+        &json!({ "seconds": s.seconds, "mb_per_second": s.mb_per_second }),
+    )
 }

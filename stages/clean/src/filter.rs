@@ -20,8 +20,10 @@
 //! trained by this stage: a WordPiece model with whitespace pre-tokenisation
 //! and the reference's special tokens, on a seeded uniform sample (reservoir
 //! sampling) of the normalised input. It is written to
-//! `trash-tokenizer.json` in the output directory, since WordPiece training is
-//! not bit-reproducible. The reference's trained tokenizer appends `<sep>` to
+//! `trash-tokenizer.json` in the output directory, so the filtering can be
+//! checked with the exact tokenizer. Its training is `cram_tokens::train`'s
+//! deterministic WordPiece, so the same input and seed keep the same
+//! documents. The reference's trained tokenizer appends `<sep>` to
 //! every encoding (its `$A <sep>` template): the count adds that one token.
 //! Pretrained models are never used (a Cramming rule).
 //!
@@ -37,15 +39,14 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokenizers::models::TrainerWrapper;
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::normalize::{NormalizeOptions, UnicodeForm};
 
 /// Bumped whenever a change to the code changes the bytes `filter` writes.
-pub const FILTER_CODE_VERSION: u32 = 1;
+pub const FILTER_CODE_VERSION: u32 = 2;
 
 /// Documents per parallel batch.
 pub const BATCH_DOCUMENTS: usize = 4096;
@@ -303,19 +304,27 @@ pub fn train_trash_tokenizer(
         .map_err(|e| fail(e.to_string()))?;
     let mut tokenizer = Tokenizer::new(model);
     tokenizer.with_pre_tokenizer(Some(Whitespace {}));
-    let special = SPECIAL_TOKENS
+    // cram's deterministic WordPiece trainer (the library's trainer breaks
+    // ties in hash-map order, so the documents kept would change between
+    // runs), with the library trainer's defaults.
+    let mut counter = cram_tokens::train::WordCounter::new(&tokenizer);
+    counter.add(texts).map_err(|e| fail(e.to_string()))?;
+    let words = counter.finish();
+    let cfg = cram_tokens::train::MergeConfig {
+        vocab_size,
+        min_frequency: 0,
+        limit_alphabet: None,
+        initial_alphabet: Vec::new(),
+        continuing_subword_prefix: Some(cram_tokens::train::CONTINUATION.into()),
+        special_tokens: SPECIAL_TOKENS.iter().map(|t| t.to_string()).collect(),
+    };
+    let model = cram_tokens::train::wordpiece(&words, &cfg, "<unk>", |_| {}).map_err(fail)?;
+    tokenizer.with_model(model);
+    let special: Vec<AddedToken> = SPECIAL_TOKENS
         .iter()
         .map(|t| AddedToken::from(*t, true))
         .collect();
-    let trainer: WordPieceTrainer = WordPieceTrainer::builder()
-        .vocab_size(vocab_size)
-        .special_tokens(special)
-        .show_progress(false)
-        .build();
-    let mut trainer = TrainerWrapper::WordPieceTrainer(trainer);
-    tokenizer
-        .train(&mut trainer, texts.iter())
-        .map_err(|e| fail(e.to_string()))?;
+    tokenizer.add_special_tokens(&special);
     Ok(tokenizer)
 }
 

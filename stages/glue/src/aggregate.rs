@@ -23,8 +23,6 @@ pub struct TaskEntry {
     pub train_examples: usize,
     /// Dev examples scored.
     pub dev_examples: usize,
-    /// Seconds of fine-tuning and scoring.
-    pub seconds: f64,
     /// Per-task overrides in use (outside the rules when non-empty).
     pub overrides: Vec<String>,
     /// The same metrics of the majority-class predictor.
@@ -51,8 +49,6 @@ pub struct GlueSummary {
     pub quick_run: bool,
     /// Why the run is outside the Cramming fine-tuning rules (empty when within them).
     pub outside_rules: Vec<String>,
-    /// Total seconds of fine-tuning (not counted in the pretraining budget).
-    pub fine_tune_seconds: f64,
     /// The parameters of the stage.
     pub hyperparameters: GlueParams,
 }
@@ -153,7 +149,6 @@ pub fn aggregate(
                         epochs: s.epochs,
                         train_examples: s.train_examples,
                         dev_examples: s.dev_examples,
-                        seconds: s.seconds,
                         overrides: s.overrides.clone(),
                         majority_baseline: s.majority_baseline.clone(),
                     },
@@ -166,7 +161,6 @@ pub fn aggregate(
         majority_glue_average: mean(&majority),
         quick_run: params.quick_run() || summaries.values().any(|s| s.quick_run),
         outside_rules,
-        fine_tune_seconds: summaries.values().map(|s| s.seconds).sum(),
         hyperparameters: params.clone(),
     };
     std::fs::create_dir_all(out_dir).map_err(crate::error::io_err(out_dir))?;
@@ -192,7 +186,6 @@ mod tests {
             dev_examples: 20,
             dev_splits: BTreeMap::from([("validation".to_string(), 20)]),
             final_train_loss: 0.3,
-            seconds: 2.0,
             overrides: h.overrides.clone(),
             hyperparameters: h,
             quick_run: false,
@@ -200,6 +193,7 @@ mod tests {
             precision: "fp32".into(),
             seed: 0,
             num_params: 1,
+            timings: Default::default(),
         }
     }
 
@@ -251,7 +245,6 @@ mod tests {
         close(s.majority_glue_average.unwrap(), 0.5);
         assert_eq!(s.glue_average_tasks.len(), 9);
         assert_eq!(s.tasks.len(), 8);
-        close(s.fine_tune_seconds, 16.0);
         assert!(!s.quick_run);
         assert_eq!(s.outside_rules.len(), 1, "{:?}", s.outside_rules);
         assert!(s.outside_rules[0].starts_with("rte: per-task"));

@@ -57,8 +57,6 @@ pub struct TaskSummary {
     pub dev_splits: BTreeMap<String, usize>,
     /// Mean training loss of the last epoch.
     pub final_train_loss: f64,
-    /// Wall-clock seconds of fine-tuning and scoring (not counted in the pretraining budget).
-    pub seconds: f64,
     /// The hyperparameters used.
     pub hyperparameters: TaskHyperparameters,
     /// Per-task overrides in use (outside the Cramming rules when non-empty).
@@ -74,6 +72,21 @@ pub struct TaskSummary {
     pub seed: u64,
     /// Number of scalar parameters of the classification model.
     pub num_params: usize,
+    /// The run's timings: not in `summary.json`, whose bytes depend only on
+    /// the inputs, the parameters and the seed (the engine records them in
+    /// the task's manifest).
+    #[serde(skip)]
+    pub timings: TaskTimings,
+}
+
+/// How long a task's fine-tuning took (see [`TaskSummary::timings`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskTimings {
+    /// Wall-clock seconds of fine-tuning and scoring (not counted in the
+    /// pretraining budget).
+    pub seconds: f64,
+    /// Seconds of each epoch (training and scoring).
+    pub epoch_seconds: Vec<f64>,
 }
 
 /// One line of `epochs.jsonl`.
@@ -87,8 +100,6 @@ pub struct EpochRecord {
     pub last_lr: f64,
     /// Dev metrics after the epoch.
     pub dev: BTreeMap<String, f64>,
-    /// Seconds of the epoch (training and scoring).
-    pub seconds: f64,
 }
 
 /// Fine-tunes the checkpoint in `checkpoint_dir` (`model.safetensors`, `tokenizer.json`) on
@@ -200,6 +211,7 @@ pub fn run_task(
     let mut final_train_loss = f64::NAN;
     let mut final_preds: Vec<Predictions> = Vec::new();
     let mut order: Vec<usize> = (0..train.examples.len()).collect();
+    let mut epoch_seconds = Vec::with_capacity(h.epochs);
     for epoch in 1..=h.epochs {
         let epoch_start = Instant::now();
         progress.set_message(format!("{task} epoch {epoch}/{}", h.epochs));
@@ -261,8 +273,8 @@ pub fn run_task(
             train_loss: final_train_loss,
             last_lr,
             dev: dev_metrics,
-            seconds: epoch_start.elapsed().as_secs_f64(),
         };
+        epoch_seconds.push(epoch_start.elapsed().as_secs_f64());
         let line = serde_json::to_string(&record).expect("epoch record serialises");
         writeln!(epochs_file, "{line}").map_err(io_err(&epochs_path))?;
         progress.println(format!(
@@ -321,7 +333,6 @@ pub fn run_task(
         dev_examples: dev_splits.values().sum(),
         dev_splits,
         final_train_loss,
-        seconds: start.elapsed().as_secs_f64(),
         overrides: h.overrides.clone(),
         hyperparameters: h,
         quick_run,
@@ -329,6 +340,10 @@ pub fn run_task(
         precision: precision.name().into(),
         seed,
         num_params,
+        timings: TaskTimings {
+            seconds: start.elapsed().as_secs_f64(),
+            epoch_seconds,
+        },
     };
     write_json(&out_dir.join("summary.json"), &summary)?;
     progress.set_message(format!(

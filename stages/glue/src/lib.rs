@@ -29,13 +29,13 @@ pub mod task;
 
 pub use aggregate::{GlueSummary, TaskEntry, aggregate};
 pub use error::{GlueError, Result};
-pub use finetune::{TaskSummary, run_task};
+pub use finetune::{TaskSummary, TaskTimings, run_task};
 pub use params::{GlueParams, TaskHyperparameters, TaskOverrides};
 pub use synthetic::{SyntheticGlueParams, SyntheticGlueSummary, write_synthetic_glue};
 pub use task::{GlueTask, task_files};
 
 /// Bumped whenever a change to the code changes the bytes the `glue` kind writes.
-pub const CODE_VERSION: u32 = 2;
+pub const CODE_VERSION: u32 = 3;
 
 /// Bumped whenever a change to the code changes the bytes [`write_synthetic_glue`] writes.
 pub const SYNTHETIC_CODE_VERSION: u32 = 1;

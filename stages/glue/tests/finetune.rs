@@ -526,7 +526,7 @@ fn synthetic_task_set_calibration() {
         let s = run_task(&params, task, &ckpt, &data, 0, &out, &bar).unwrap();
         eprintln!(
             "{task}: {:?} (majority {:?}) {:.1}s",
-            s.metrics, s.majority_baseline, s.seconds
+            s.metrics, s.majority_baseline, s.timings.seconds
         );
         dirs.push((task, out));
     }

@@ -27,7 +27,8 @@ pub struct StepBench {
     pub warmup: usize,
     /// Precision of the matrix products.
     pub precision: Precision,
-    /// Row shards per micro-batch (default: one per core on the CPU, one on a GPU).
+    /// Row shards per micro-batch (default: the `pretrain` kind's `cpu_shards` default on the
+    /// CPU, one on a GPU).
     pub shards: Option<usize>,
 }
 
@@ -75,7 +76,9 @@ pub fn run_step_bench(
     let ad = device.clone().autodiff();
     let config = bench.config.clone().with_dropout(0.0);
     let (batch, seq, vocab) = (bench.micro_batch, config.max_seq_length, config.vocab_size);
-    let shards = bench.shards.unwrap_or_else(|| shard_count(&ad, batch));
+    let shards = bench
+        .shards
+        .unwrap_or_else(|| shard_count(&ad, batch, crate::params::DEFAULT_CPU_SHARDS));
     let mut model = MlmModel::init(&config, 0, &ad)?.with_precision(bench.precision);
     let parameters = cram_model::num_params(&model);
     let mut optim = AdamW::new(AdamWConfig::default());

@@ -59,10 +59,11 @@ pub use collator::{IGNORE_INDEX, MaskedBatch, MlmCollator, mask_counts};
 pub use error::PretrainError;
 pub use optim::{AdamW, AdamWConfig, GradAccumulator};
 pub use params::{
-    MetricsLine, PretrainParams, PretrainSummary, ResolvedPretrain, StoppedBy, parse_budget,
+    MetricsLine, PretrainParams, PretrainSummary, PretrainTimings, ResolvedPretrain, StoppedBy,
+    TimelinePoint, parse_budget,
 };
 pub use schedule::{LrSchedule, accumulation_steps, batch_size};
-pub use train::{RunControl, run_pretrain, run_pretrain_with};
+pub use train::{RunControl, run_pretrain, run_pretrain_with, write_timeline};
 
 /// Bumped whenever a change to the code changes the bytes this kind writes.
-pub const CODE_VERSION: u32 = 3;
+pub const CODE_VERSION: u32 = 4;

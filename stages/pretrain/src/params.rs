@@ -68,6 +68,12 @@ pub struct PretrainParams {
     /// Attention kernel: `explicit` (two products around the softmax) or `fused` (burn's
     /// attention op, one kernel where no gradient is recorded; see `cram_model::attention`).
     pub attention: AttentionKernel,
+    /// Row shards per micro-batch on the CPU backend: each is a forward and backward pass of its
+    /// own, spread over rayon's threads, and their gradients are added in shard order. The
+    /// layout is this number, not the thread count, so the same run gives the same bytes on 1
+    /// or 64 cores (at most one shard per row; GPUs run a micro-batch whole). More shards than
+    /// cores costs a little speed and one gradient copy per shard in memory.
+    pub cpu_shards: usize,
     /// Minutes between resumable checkpoints in the stage's work directory; 0 disables them.
     pub checkpoint_every: f64,
     /// Optimizer steps between lines of `metrics.jsonl` (the first and last step are always
@@ -99,11 +105,15 @@ impl Default for PretrainParams {
             devices: Vec::new(),
             precision: PrecisionSpec::Auto,
             attention: AttentionKernel::Explicit,
+            cpu_shards: DEFAULT_CPU_SHARDS,
             checkpoint_every: 30.0,
             log_every: 100,
         }
     }
 }
+
+/// Default of [`PretrainParams::cpu_shards`]: enough shards to keep 8 cores busy.
+pub const DEFAULT_CPU_SHARDS: usize = 8;
 
 /// The parameters with the preset expanded, as the engine hashes and shows them.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -152,6 +162,8 @@ pub struct ResolvedPretrain {
     pub precision: PrecisionSpec,
     /// Attention kernel.
     pub attention: AttentionKernel,
+    /// Row shards per micro-batch on the CPU backend.
+    pub cpu_shards: usize,
     /// Checkpoint interval in minutes.
     pub checkpoint_every: f64,
     /// Logging interval in steps.
@@ -249,6 +261,9 @@ impl PretrainParams {
         if self.log_every == 0 {
             return Err(invalid("log_every", 0, "must be at least 1"));
         }
+        if self.cpu_shards == 0 {
+            return Err(invalid("cpu_shards", 0, "must be at least 1"));
+        }
         let devices = if self.devices.is_empty() {
             vec![self.device.clone()]
         } else {
@@ -295,6 +310,7 @@ impl PretrainParams {
             devices,
             precision: self.precision,
             attention: self.attention,
+            cpu_shards: self.cpu_shards,
             checkpoint_every: self.checkpoint_every,
             log_every: self.log_every,
         })
@@ -313,7 +329,10 @@ impl ResolvedPretrain {
     }
 }
 
-/// One line of `metrics.jsonl`.
+/// One logged step, as kept in a checkpoint. The output's `metrics.jsonl`
+/// holds every field but the two timings (see [`MetricsLine::record`]);
+/// those go to the run's timeline ([`TimelinePoint`]), outside the hashed
+/// output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricsLine {
     /// Optimizer step just completed.
@@ -332,6 +351,56 @@ pub struct MetricsLine {
     pub tokens_per_second: f64,
     /// Passes over the packed rows so far (sequences trained on ÷ rows).
     pub epochs: f64,
+}
+
+impl MetricsLine {
+    /// The line as `metrics.jsonl` holds it: what the data, the parameters
+    /// and the seed determine (step, tokens, loss, lr, batch size, epochs).
+    pub fn record(&self) -> serde_json::Value {
+        serde_json::json!({
+            "step": self.step,
+            "tokens": self.tokens,
+            "loss": self.loss,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+        })
+    }
+
+    /// The line's timings.
+    pub fn timeline(&self) -> TimelinePoint {
+        TimelinePoint {
+            step: self.step,
+            elapsed_seconds: self.elapsed_seconds,
+            tokens_per_second: self.tokens_per_second,
+        }
+    }
+}
+
+/// The timings of one logged step (a line of the run's `timeline.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Optimizer step.
+    pub step: u64,
+    /// Budget seconds spent (including time before a resume).
+    pub elapsed_seconds: f64,
+    /// Training throughput since the previous line.
+    pub tokens_per_second: f64,
+}
+
+/// What a run measured about itself: kept out of `summary.json` (the output
+/// must be the same bytes whenever the inputs are), recorded in the cache
+/// entry's manifest and run directory instead.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PretrainTimings {
+    /// Training wall time spent, in seconds, including time before a resume
+    /// (what the budget counts).
+    pub wall_seconds: f64,
+    /// Peak resident memory of the process in bytes (Linux `VmHWM`), when known.
+    pub peak_memory_bytes: Option<u64>,
+    /// Every logged step's timings.
+    #[serde(skip)]
+    pub timeline: Vec<TimelinePoint>,
 }
 
 /// Why a run ended.
@@ -358,8 +427,6 @@ pub struct PretrainSummary {
     pub budget_seconds: Option<f64>,
     /// Step budget.
     pub budget_steps: Option<u64>,
-    /// Training wall time spent, in seconds, including time before a resume.
-    pub wall_seconds: f64,
     /// Optimizer steps.
     pub steps: u64,
     /// Forward/backward passes (micro-batches).
@@ -382,8 +449,6 @@ pub struct PretrainSummary {
     /// The precision of the matrix products (`fp32`, `bf16`).
     #[serde(default = "fp32")]
     pub precision: String,
-    /// Peak resident memory of the process in bytes (Linux `VmHWM`), when known.
-    pub peak_memory_bytes: Option<u64>,
     /// Why the run ended.
     pub stopped_by: StoppedBy,
     /// Whether dropout was on.
@@ -402,6 +467,9 @@ pub struct PretrainSummary {
     pub final_lr: Option<f64>,
     /// Peak learning rate of the schedule.
     pub peak_lr: f64,
+    /// The run's timings (not in `summary.json`; see [`PretrainTimings`]).
+    #[serde(skip)]
+    pub timings: PretrainTimings,
 }
 
 /// The device count of summaries written before data parallelism existed.

@@ -25,11 +25,13 @@ use rayon::prelude::*;
 
 use crate::collator::MaskedBatch;
 
-/// How many shards a micro-batch of `rows` is split into on `device`: one per core of rayon's
-/// pool on the CPU (at most one per row), one on a GPU, whose kernels fill it on their own.
-pub fn shard_count(device: &Device, rows: usize) -> usize {
+/// How many shards a micro-batch of `rows` is split into on `device`: `cpu_shards` on the CPU
+/// (at most one per row), one on a GPU, whose kernels fill it on their own. Never the thread
+/// count: the float sums of the gradients follow the layout, and a layout that followed the
+/// machine would make the checkpoint follow it too.
+pub fn shard_count(device: &Device, rows: usize, cpu_shards: usize) -> usize {
     if cram_model::is_host(device) {
-        rayon::current_num_threads().clamp(1, rows.max(1))
+        cpu_shards.clamp(1, rows.max(1))
     } else {
         1
     }
@@ -211,11 +213,19 @@ mod tests {
     }
 
     #[test]
-    fn one_shard_per_core_on_the_cpu() {
+    fn the_cpu_layout_is_the_parameter_not_the_pool() {
         let cpu = Device::flex().autodiff();
         assert!(cram_model::is_host(&cpu) && cram_model::is_host(&Device::flex()));
-        let cores = rayon::current_num_threads();
-        assert_eq!(shard_count(&cpu, 64), cores);
-        assert_eq!(shard_count(&cpu, 1), 1);
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                assert_eq!(shard_count(&cpu, 64, 8), 8);
+                assert_eq!(shard_count(&cpu, 5, 8), 5, "at most one shard per row");
+                assert_eq!(shard_count(&cpu, 1, 8), 1);
+            });
+        }
     }
 }

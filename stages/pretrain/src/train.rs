@@ -14,7 +14,10 @@ use crate::collator::MlmCollator;
 use crate::data::{Reader, Sequences, StreamSpan, read_tokenizer};
 use crate::error::PretrainError;
 use crate::optim::{AdamW, GradAccumulator, host_f32};
-use crate::params::{MetricsLine, PretrainParams, PretrainSummary, ResolvedPretrain, StoppedBy};
+use crate::params::{
+    MetricsLine, PretrainParams, PretrainSummary, PretrainTimings, ResolvedPretrain, StoppedBy,
+    TimelinePoint,
+};
 use crate::schedule::{accumulation_steps, batch_size};
 use crate::shards::{forward_backward, shard_count};
 
@@ -273,7 +276,7 @@ pub fn run_pretrain_with(
         if resolved.dropout {
             1
         } else {
-            (shard_count(&ad, rows) / ads.len()).max(1)
+            (shard_count(&ad, rows, resolved.cpu_shards) / ads.len()).max(1)
         }
     };
     let mut last_micro_batch: Option<f64> = None;
@@ -528,13 +531,12 @@ pub fn run_pretrain_with(
     cram_model::write_config_json(&config, &out_dir.join("config.json"))?;
     let tok_out = out_dir.join("tokenizer.json");
     std::fs::copy(&tokenizer_path, &tok_out).map_err(|e| PretrainError::io(&tok_out, e))?;
-    checkpoint::write_metrics(&out_dir.join("metrics.jsonl"), &metrics)?;
+    write_metrics_records(&out_dir.join(checkpoint::METRICS_FILE), &metrics)?;
     let summary = PretrainSummary {
         arch: resolved.arch.clone(),
         parameters,
         budget_seconds: resolved.budget_seconds,
         budget_steps: resolved.budget_steps,
-        wall_seconds,
         steps: state.step,
         micro_steps: state.micro_steps,
         tokens: state.tokens,
@@ -549,7 +551,6 @@ pub fn run_pretrain_with(
         devices: devices.len(),
         backend: backend_name(&device),
         precision: precision.name().into(),
-        peak_memory_bytes: peak_memory_bytes(),
         stopped_by,
         dropout: resolved.dropout,
         resumed_from_step,
@@ -558,6 +559,11 @@ pub fn run_pretrain_with(
         max_epochs: resolved.max_epochs,
         final_lr: state.last_lr,
         peak_lr: resolved.lr,
+        timings: PretrainTimings {
+            wall_seconds,
+            peak_memory_bytes: peak_memory_bytes(),
+            timeline: metrics.iter().map(MetricsLine::timeline).collect(),
+        },
     };
     let summary_path = out_dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary)
@@ -572,6 +578,27 @@ pub fn run_pretrain_with(
         stopped_by
     ));
     Ok(summary)
+}
+
+/// Writes the output's `metrics.jsonl`: each line's [`MetricsLine::record`].
+fn write_metrics_records(path: &Path, metrics: &[MetricsLine]) -> Result<(), PretrainError> {
+    let mut text = String::new();
+    for m in metrics {
+        text.push_str(&m.record().to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| PretrainError::io(path, e))
+}
+
+/// Writes a run's timeline as JSON lines (one [`TimelinePoint`] per logged
+/// step), e.g. into the cache entry's run directory.
+pub fn write_timeline(path: &Path, timeline: &[TimelinePoint]) -> Result<(), PretrainError> {
+    let mut text = String::new();
+    for t in timeline {
+        text.push_str(&serde_json::to_string(t).map_err(|e| PretrainError::json(path, e))?);
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| PretrainError::io(path, e))
 }
 
 fn write_checkpoint(

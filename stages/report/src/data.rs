@@ -72,19 +72,44 @@ pub fn text(v: &Value, key: &str) -> Option<String> {
 }
 
 /// A stage's summary: `summary.json` in its output directory, or failing that
-/// the `metrics` of its manifest.
+/// the `metrics` of its manifest; with the run's timings (the manifest's
+/// `metrics.timings`, kept out of the hashed output) added at the top level
+/// where the summary has no such key. Summaries written before the timings
+/// moved out carry them at the top level themselves.
 pub fn stage_summary(record: &StageRecord) -> Result<Value, ReportError> {
     let from_file = read_json(&record.out_dir.join("summary.json"))?;
-    Ok(from_file
+    let metrics = record.manifest.get("metrics").filter(|m| m.is_object());
+    let mut summary = from_file
         .filter(Value::is_object)
-        .or_else(|| {
-            record
-                .manifest
-                .get("metrics")
-                .filter(|m| m.is_object())
-                .cloned()
-        })
-        .unwrap_or(Value::Object(Default::default())))
+        .or_else(|| metrics.cloned())
+        .unwrap_or(Value::Object(Default::default()));
+    if let (Value::Object(map), Some(Value::Object(timings))) = (
+        &mut summary,
+        metrics.and_then(|m| m.get("timings")).cloned(),
+    ) {
+        for (k, v) in timings {
+            map.entry(k).or_insert(v);
+        }
+    }
+    Ok(summary)
+}
+
+/// Reads a pretraining run's `timeline.jsonl` (its run directory's per-step
+/// timings) into `points` by step. A missing file leaves them as they are.
+pub fn merge_timeline(points: &mut [MetricPoint], path: &Path) -> Result<(), ReportError> {
+    let timeline = read_metrics(path)?;
+    let by_step: BTreeMap<u64, &MetricPoint> = timeline
+        .iter()
+        .filter_map(|t| Some((t.step? as u64, t)))
+        .collect();
+    for p in points.iter_mut() {
+        let Some(t) = p.step.and_then(|s| by_step.get(&(s as u64))) else {
+            continue;
+        };
+        p.elapsed_seconds = p.elapsed_seconds.or(t.elapsed_seconds);
+        p.tokens_per_second = p.tokens_per_second.or(t.tokens_per_second);
+    }
+    Ok(())
 }
 
 /// The manifest's `wall_seconds` of a record.
@@ -192,11 +217,13 @@ pub struct Pretrain {
 impl Pretrain {
     /// Reads a `pretrain` record's outputs.
     pub fn read(record: &StageRecord) -> Result<Pretrain, ReportError> {
+        let mut points = read_metrics(&record.out_dir.join("metrics.jsonl"))?;
+        merge_timeline(&mut points, &record.run_dir.join("timeline.jsonl"))?;
         Ok(Pretrain {
             name: record.name.clone(),
             summary: stage_summary(record)?,
             params: manifest_params(record),
-            points: read_metrics(&record.out_dir.join("metrics.jsonl"))?,
+            points,
             stage_seconds: manifest_seconds(record),
         })
     }
@@ -325,8 +352,13 @@ impl Glue {
             glue.stage_seconds = manifest_seconds(agg);
             if let Some(tasks) = s.get("tasks").and_then(Value::as_object) {
                 for (name, entry) in tasks {
-                    glue.tasks
-                        .insert(task_key(name), GlueTask::from_value(entry));
+                    let mut task = GlueTask::from_value(entry);
+                    task.seconds = task.seconds.or_else(|| {
+                        s.get("task_seconds")
+                            .and_then(|t| t.get(name))
+                            .and_then(Value::as_f64)
+                    });
+                    glue.tasks.insert(task_key(name), task);
                 }
             }
             glue.average = num(&s, "glue_average");
@@ -378,5 +410,83 @@ impl Glue {
             }
         }
         Ok(Some(glue))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(dir: &Path, name: &str, kind: &str, metrics: Value) -> StageRecord {
+        let out_dir = dir.join(name).join("out");
+        let run_dir = dir.join(name).join("run");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        std::fs::create_dir_all(&run_dir).unwrap();
+        StageRecord {
+            name: name.into(),
+            kind: kind.into(),
+            out_dir,
+            run_dir,
+            manifest: json!({ "wall_seconds": 99.0, "metrics": metrics }),
+        }
+    }
+
+    #[test]
+    fn timings_come_from_the_manifest_and_the_run_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = record(
+            tmp.path(),
+            "pretrain",
+            "pretrain",
+            json!({ "steps": 8, "timings": { "wall_seconds": 12.5, "peak_memory_bytes": 1024 } }),
+        );
+        std::fs::write(
+            r.out_dir.join("summary.json"),
+            json!({ "steps": 8, "final_loss": 2.0 }).to_string(),
+        )
+        .unwrap();
+        std::fs::write(
+            r.out_dir.join("metrics.jsonl"),
+            "{\"step\":4,\"loss\":3.0}\n{\"step\":8,\"loss\":2.0}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            r.run_dir.join("timeline.jsonl"),
+            "{\"step\":4,\"elapsed_seconds\":6.0,\"tokens_per_second\":100.0}\n\
+             {\"step\":8,\"elapsed_seconds\":12.5,\"tokens_per_second\":110.0}\n",
+        )
+        .unwrap();
+        let p = Pretrain::read(&r).unwrap();
+        assert_eq!(p.wall_seconds(), Some(12.5));
+        assert_eq!(num(&p.summary, "peak_memory_bytes"), Some(1024.0));
+        assert_eq!(
+            num(&p.summary, "final_loss"),
+            Some(2.0),
+            "the file's fields stay"
+        );
+        let elapsed: Vec<Option<f64>> = p.points.iter().map(|x| x.elapsed_seconds).collect();
+        assert_eq!(elapsed, [Some(6.0), Some(12.5)]);
+        assert_eq!(p.points[1].tokens_per_second, Some(110.0));
+    }
+
+    #[test]
+    fn glue_task_seconds_come_from_the_aggregate_timings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agg = record(
+            tmp.path(),
+            "glue",
+            "glue",
+            json!({ "timings": { "fine_tune_seconds": 30.0, "task_seconds": { "rte": 30.0 } } }),
+        );
+        std::fs::write(
+            agg.out_dir.join("summary.json"),
+            json!({ "tasks": { "rte": { "metrics": { "accuracy": 0.5 }, "epochs": 1 } } })
+                .to_string(),
+        )
+        .unwrap();
+        let glue = Glue::read(&[agg]).unwrap().unwrap();
+        assert_eq!(glue.fine_tune_seconds, Some(30.0));
+        assert_eq!(glue.tasks["rte"].seconds, Some(30.0));
     }
 }

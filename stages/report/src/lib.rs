@@ -38,7 +38,7 @@ pub use records::{MachineInfo, PipelineInfo, StageRecord};
 pub use rules::{RuleCheck, RuleStatus};
 
 /// Bumped whenever a change to the code changes the bytes this kind writes.
-pub const CODE_VERSION: u32 = 2;
+pub const CODE_VERSION: u32 = 3;
 
 /// Parameters of the `report` stage kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -106,6 +106,26 @@ pub struct ReportSummary {
     pub warnings: Vec<String>,
     /// Ancestor stages the report read.
     pub stages: usize,
+}
+
+impl ReportSummary {
+    /// The part of the summary that the report's inputs determine: what the
+    /// engine stores as the stage's hashed `summary.json`. The documents,
+    /// the rules check and the warnings read run timings (the budget
+    /// account, the wall clock), so they live beside the output, in the
+    /// entry's run directory.
+    pub fn outputs(&self) -> serde_json::Value {
+        serde_json::json!({
+            "title": self.title,
+            "pipeline": self.pipeline,
+            "sections": self.sections,
+            "glue_average": self.glue_average,
+            "glue_tasks": self.glue_tasks,
+            "pretrain_stage": self.pretrain_stage,
+            "final_loss": self.final_loss,
+            "stages": self.stages,
+        })
+    }
 }
 
 /// What can go wrong while writing a report.

@@ -20,6 +20,9 @@ pub struct StageRecord {
     pub kind: String,
     /// The stage's output directory in the cache.
     pub out_dir: PathBuf,
+    /// The entry's run-facts directory (timings outside the output hash,
+    /// e.g. a pretraining run's `timeline.jsonl`); it may not exist.
+    pub run_dir: PathBuf,
     /// The cache entry's `manifest.json` (format `cram-manifest-v1`: params,
     /// inputs, timings, metrics = the stage's summary, …).
     pub manifest: Value,

@@ -36,6 +36,7 @@ fn record(
     StageRecord {
         name: name.to_string(),
         kind: kind.to_string(),
+        run_dir: out_dir.join("run"),
         out_dir,
         manifest: json!({
             "format": "cram-manifest-v1",

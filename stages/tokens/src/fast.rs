@@ -24,16 +24,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use tokenizers::models::ModelWrapper;
-use tokenizers::{NormalizedString, Normalizer, Tokenizer};
+use tokenizers::{NormalizedString, Normalizer, NormalizerWrapper, Tokenizer};
 
 use crate::tokenizer::{SPECIAL_TOKENS, TokenizerParams, normalizer};
 
 /// The fast encoder (see the module docs).
 #[derive(Debug, Clone)]
 pub struct FastWordPiece {
+    text: FastText,
     vocab: HashMap<String, u32>,
     unk: u32,
     max_chars: usize,
+}
+
+/// The default normaliser and the `Whitespace` pre-tokenizer, done fast
+/// (see the module docs): what both the fast encoder and the tokenizer
+/// trainer's word count use.
+#[derive(Debug, Clone)]
+pub struct FastText {
+    /// The library's normaliser, for non-ASCII characters.
+    normalizer: Arc<NormalizerWrapper>,
     /// Normalised form of each non-ASCII character met so far.
     cache: Arc<RwLock<HashMap<char, String>>>,
 }
@@ -56,10 +66,11 @@ fn class(b: u8) -> Class {
     }
 }
 
-impl FastWordPiece {
-    /// Builds the fast encoder if `tokenizer` has the supported
-    /// configuration, `None` otherwise.
-    pub fn new(tokenizer: &Tokenizer) -> Option<FastWordPiece> {
+impl FastText {
+    /// The fast path for `tokenizer` if it has the default normaliser and
+    /// the `Whitespace` pre-tokenizer, `None` otherwise (its model does not
+    /// matter).
+    pub fn new(tokenizer: &Tokenizer) -> Option<FastText> {
         let expected = normalizer(&TokenizerParams::default()).ok()?;
         let ours = serde_json::to_value(tokenizer.get_normalizer()?).ok()?;
         if ours != serde_json::to_value(&expected).ok()? {
@@ -69,45 +80,18 @@ impl FastWordPiece {
         if pre != serde_json::json!({"type": "Whitespace"}) {
             return None;
         }
-        let ModelWrapper::WordPiece(wp) = tokenizer.get_model() else {
-            return None;
-        };
-        if wp.continuing_subword_prefix != "##" {
-            return None;
-        }
-        let added = tokenizer.get_added_tokens_decoder();
-        if added.len() != SPECIAL_TOKENS.len()
-            || added
-                .values()
-                .any(|t| !SPECIAL_TOKENS.contains(&t.content.as_str()))
-        {
-            return None;
-        }
-        let vocab: HashMap<String, u32> = tokenizers::Model::get_vocab(wp).into_iter().collect();
-        let unk = *vocab.get(&wp.unk_token)?;
-        Some(FastWordPiece {
-            vocab,
-            unk,
-            max_chars: wp.max_input_chars_per_word,
+        Some(FastText {
+            normalizer: Arc::new(tokenizer.get_normalizer()?.clone()),
             cache: Arc::default(),
         })
     }
 
-    /// Appends the ids of `text` (no special tokens) to `out`, as
-    /// `tokenizer.encode_fast(text, false)` would give them.
-    pub fn encode(
-        &self,
-        tokenizer: &Tokenizer,
-        text: &str,
-        out: &mut Vec<u32>,
-    ) -> tokenizers::Result<()> {
-        if text.contains('[') && SPECIAL_TOKENS.iter().any(|s| text.contains(s)) {
-            out.extend_from_slice(tokenizer.encode_fast(text, false)?.get_ids());
-            return Ok(());
-        }
-        let normalized = self.normalize(tokenizer, text)?;
+    /// Calls `f` with each pre-tokenized word of `text`'s normal form, in
+    /// order, exactly as the library's normaliser and `Whitespace`
+    /// pre-tokenizer would split it.
+    pub fn for_each_word(&self, text: &str, mut f: impl FnMut(&str)) -> tokenizers::Result<()> {
+        let normalized = self.normalize(text)?;
         let bytes = normalized.as_bytes();
-        let mut buf = String::with_capacity(64);
         let mut i = 0;
         while i < bytes.len() {
             let c = class(bytes[i]);
@@ -116,7 +100,7 @@ impl FastWordPiece {
                 j += 1;
             }
             if c != Class::Space {
-                self.word(&normalized[i..j], &mut buf, out);
+                f(&normalized[i..j]);
             }
             i = j;
         }
@@ -133,7 +117,7 @@ impl FastWordPiece {
     /// lowercasing and accent stripping map characters one by one, the
     /// final step deletes all non-ASCII, and collapsing runs of spaces does
     /// not change how the pre-tokenizer splits.
-    fn normalize(&self, tokenizer: &Tokenizer, text: &str) -> tokenizers::Result<String> {
+    fn normalize(&self, text: &str) -> tokenizers::Result<String> {
         let text = text.replace("``", "\"").replace("''", "\"");
         if text.is_ascii() {
             let mut s = text;
@@ -152,15 +136,59 @@ impl FastWordPiece {
                 continue;
             }
             let mut n = NormalizedString::from(&*c.encode_utf8(&mut utf8));
-            tokenizer
-                .get_normalizer()
-                .expect("checked in new")
-                .normalize(&mut n)?;
+            self.normalizer.normalize(&mut n)?;
             let mapped = n.get().to_string();
             out.push_str(&mapped);
             self.cache.write().expect("cache lock").insert(c, mapped);
         }
         Ok(out)
+    }
+}
+
+impl FastWordPiece {
+    /// Builds the fast encoder if `tokenizer` has the supported
+    /// configuration, `None` otherwise.
+    pub fn new(tokenizer: &Tokenizer) -> Option<FastWordPiece> {
+        let text = FastText::new(tokenizer)?;
+        let ModelWrapper::WordPiece(wp) = tokenizer.get_model() else {
+            return None;
+        };
+        if wp.continuing_subword_prefix != "##" {
+            return None;
+        }
+        let added = tokenizer.get_added_tokens_decoder();
+        if added.len() != SPECIAL_TOKENS.len()
+            || added
+                .values()
+                .any(|t| !SPECIAL_TOKENS.contains(&t.content.as_str()))
+        {
+            return None;
+        }
+        let vocab: HashMap<String, u32> = tokenizers::Model::get_vocab(wp).into_iter().collect();
+        let unk = *vocab.get(&wp.unk_token)?;
+        Some(FastWordPiece {
+            text,
+            vocab,
+            unk,
+            max_chars: wp.max_input_chars_per_word,
+        })
+    }
+
+    /// Appends the ids of `text` (no special tokens) to `out`, as
+    /// `tokenizer.encode_fast(text, false)` would give them.
+    pub fn encode(
+        &self,
+        tokenizer: &Tokenizer,
+        text: &str,
+        out: &mut Vec<u32>,
+    ) -> tokenizers::Result<()> {
+        if text.contains('[') && SPECIAL_TOKENS.iter().any(|s| text.contains(s)) {
+            out.extend_from_slice(tokenizer.encode_fast(text, false)?.get_ids());
+            return Ok(());
+        }
+        let mut buf = String::with_capacity(64);
+        self.text
+            .for_each_word(text, |word| self.word(word, &mut buf, out))
     }
 
     /// Greedy longest-match-first WordPiece of one ASCII word.

@@ -9,6 +9,8 @@
 //!   documents, appends `[SEP]` to each, concatenates and cuts the stream
 //!   into rows of `seq_length` ids, orders them and writes Parquet shards
 //!   ([`run_pack`]).
+//! * [`train`]: deterministic word counting and vocabulary learning, used
+//!   by the `tokenizer` kind.
 //! * [`sequences`]: the packed-rows format and its streaming reader
 //!   ([`read_sequences`], [`read_sequences_summary`]) for the pretrain stage.
 
@@ -16,6 +18,7 @@ pub mod fast;
 pub mod pack;
 pub mod sequences;
 pub mod tokenizer;
+pub mod train;
 
 pub use pack::{PackError, PackParams, PackSummary, RowOrdering, run_pack};
 pub use sequences::{

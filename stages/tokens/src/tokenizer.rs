@@ -2,6 +2,11 @@
 //! tokenizer on a documents directory and saves it as a Hugging Face
 //! `tokenizer.json`.
 //!
+//! Training is a function of the documents, the parameters and the seed:
+//! [`crate::train`] counts words and learns the vocabulary in a fixed order
+//! (the `tokenizers` trainers do not: hash-map order decides their ties), so
+//! the saved file is the same bytes on every run and machine.
+//!
 //! The normalisation of the reference (`_get_sane_normalizers` of
 //! JonasGeiping/cramming) is baked into the saved tokenizer, so every later
 //! encode (ours, Python's `tokenizers`, `transformers`) applies it:
@@ -17,7 +22,6 @@
 //! for pairs (fine-tuning inputs); packing encodes without special tokens.
 //! Padding and truncation are left unset in the saved file.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,10 +30,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
-use tokenizers::models::unigram::{Unigram, UnigramTrainerBuilder};
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
-use tokenizers::models::{ModelWrapper, TrainerWrapper};
+use tokenizers::models::ModelWrapper;
+use tokenizers::models::bpe::BPE;
+use tokenizers::models::unigram::Unigram;
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::replace::ReplacePattern;
 use tokenizers::normalizers::{Lowercase, NFD, NFKC, Replace, Sequence, StripAccents};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -42,7 +46,7 @@ use tokenizers::{
 
 /// Bumped whenever a change to the code changes the bytes the `tokenizer`
 /// kind writes.
-pub const CODE_VERSION: u32 = 1;
+pub const CODE_VERSION: u32 = 2;
 
 /// File name of the tokenizer inside a tokenizer (and sequences) directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -64,6 +68,17 @@ pub enum TokenizerModel {
     /// Unigram language model with the `Whitespace` pre-tokenizer, as the
     /// reference's `Unigram`.
     Unigram,
+}
+
+impl TokenizerModel {
+    /// The model's name as the parameter spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenizerModel::Wordpiece => "wordpiece",
+            TokenizerModel::Bpe => "bpe",
+            TokenizerModel::Unigram => "unigram",
+        }
+    }
 }
 
 /// Parameters of the `tokenizer` stage kind.
@@ -152,12 +167,23 @@ pub struct TokenizerSummary {
     /// Tokens per whitespace-separated word of the held-back documents
     /// (before normalisation).
     pub eval_tokens_per_word: f64,
-    /// Wall-clock seconds of training.
+    /// Ids of the special tokens.
+    pub special_ids: SpecialIds,
+    /// How long it took: not in `summary.json`, whose bytes depend only on
+    /// the documents, the parameters and the seed (the engine records the
+    /// timings in the manifest).
+    #[serde(skip)]
+    pub timings: TokenizerTimings,
+}
+
+/// How long the `tokenizer` kind took (see [`TokenizerSummary::timings`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerTimings {
+    /// Wall-clock seconds of training (counting words and learning the
+    /// vocabulary).
     pub train_seconds: f64,
     /// Wall-clock seconds of the whole stage.
     pub seconds: f64,
-    /// Ids of the special tokens.
-    pub special_ids: SpecialIds,
 }
 
 /// Errors of the `tokenizer` kind and of loading a tokenizer.
@@ -292,78 +318,34 @@ fn special_added_tokens() -> Vec<AddedToken> {
         .collect()
 }
 
-/// Builds the untrained tokenizer and its trainer for `params`.
-fn untrained(params: &TokenizerParams) -> Result<(Tokenizer, TrainerWrapper), TokenizerError> {
-    let specials = special_added_tokens();
+/// Builds the untrained tokenizer for `params`: the normaliser, the
+/// pre-tokenizer and the decoder, around an empty model of the right kind.
+fn untrained(params: &TokenizerParams) -> Result<Tokenizer, TokenizerError> {
     let unk = SPECIAL_TOKENS[1].to_string();
-    let (model, pre, decoder, trainer): (
-        ModelWrapper,
-        PreTokenizerWrapper,
-        Option<DecoderWrapper>,
-        TrainerWrapper,
-    ) = match params.model {
-        TokenizerModel::Wordpiece => {
-            let model = WordPiece::builder()
-                .unk_token(unk)
-                .build()
-                .map_err(|e| library("building the WordPiece model", e))?;
-            let mut builder = WordPieceTrainerBuilder::new()
-                .vocab_size(params.vocab_size)
-                .special_tokens(specials)
-                .show_progress(false);
-            if let Some(f) = params.min_frequency {
-                builder = builder.min_frequency(f);
-            }
-            if let Some(l) = params.limit_alphabet {
-                builder = builder.limit_alphabet(l);
-            }
-            (
-                model.into(),
+    let (model, pre, decoder): (ModelWrapper, PreTokenizerWrapper, Option<DecoderWrapper>) =
+        match params.model {
+            TokenizerModel::Wordpiece => (
+                WordPiece::builder()
+                    .unk_token(unk)
+                    .build()
+                    .map_err(|e| library("building the WordPiece model", e))?
+                    .into(),
                 Whitespace.into(),
-                Some(WordPieceDecoder::new("##".into(), true).into()),
-                builder.build().into(),
-            )
-        }
-        TokenizerModel::Bpe => {
-            let model = BPE::builder()
-                .unk_token(unk)
-                .build()
-                .map_err(|e| library("building the BPE model", e))?;
-            let alphabet: HashSet<char> = ByteLevel::alphabet().into_iter().collect();
-            let mut builder = BpeTrainerBuilder::new()
-                .vocab_size(params.vocab_size)
-                .min_frequency(params.min_frequency.unwrap_or(2))
-                .special_tokens(specials)
-                .initial_alphabet(alphabet)
-                .show_progress(false);
-            if let Some(l) = params.limit_alphabet {
-                builder = builder.limit_alphabet(l);
-            }
-            (
-                model.into(),
+                Some(WordPieceDecoder::new(crate::train::CONTINUATION.into(), true).into()),
+            ),
+            TokenizerModel::Bpe => (
+                BPE::builder()
+                    .unk_token(unk)
+                    .build()
+                    .map_err(|e| library("building the BPE model", e))?
+                    .into(),
                 ByteLevel::default().add_prefix_space(true).into(),
                 Some(ByteLevelDecoder::default().into()),
-                builder.build().into(),
-            )
-        }
-        TokenizerModel::Unigram => {
-            let trainer = UnigramTrainerBuilder::default()
-                .vocab_size(params.vocab_size as u32)
-                .special_tokens(specials)
-                .unk_token(Some(unk))
-                .show_progress(false)
-                .build()
-                .map_err(|e| library("building the Unigram trainer", e))?;
-            (
-                Unigram::default().into(),
-                Whitespace.into(),
-                // No decoder, as the reference: decoding joins tokens
-                // with spaces.
-                None,
-                trainer.into(),
-            )
-        }
-    };
+            ),
+            // No decoder, as the reference: decoding joins tokens with
+            // spaces.
+            TokenizerModel::Unigram => (Unigram::default().into(), Whitespace.into(), None),
+        };
     let tokenizer: tokenizers::TokenizerImpl<_, _, _, PostProcessorWrapper, _> =
         TokenizerBuilder::new()
             .with_model(model)
@@ -372,7 +354,7 @@ fn untrained(params: &TokenizerParams) -> Result<(Tokenizer, TrainerWrapper), To
             .with_decoder(decoder)
             .build()
             .map_err(|e| library("assembling the tokenizer", e))?;
-    Ok((Tokenizer::from(tokenizer), trainer))
+    Ok(Tokenizer::from(tokenizer))
 }
 
 /// The `[CLS] $A [SEP]` / `[CLS] $A [SEP] $B:1 [SEP]:1` post-processor.
@@ -521,47 +503,46 @@ pub fn run_tokenizer(
     progress.set_position(0);
     progress.set_message("training tokenizer");
 
-    let (mut tokenizer, mut trainer) = untrained(params)?;
+    let mut tokenizer = untrained(params)?;
 
-    // Stream the training documents into the trainer; the held-back ones
-    // are kept aside (at most `eval_documents` of them).
+    // Count the words of the training documents, a batch at a time; the
+    // held-back ones are kept aside (at most `eval_documents` of them).
+    let train_start = Instant::now();
     let mut training_documents = 0u64;
     let mut training_bytes = 0u64;
     let mut eval_texts: Vec<String> = Vec::with_capacity(split.eval.len());
-    let mut read_error: Option<cram_data::documents::DocumentsError> = None;
-    let batches = cram_data::documents::read_documents(documents_dir)?;
+    let mut counter = crate::train::WordCounter::new(&tokenizer);
     let mut index = 0u64;
-    let texts = batches
-        .map_while(|batch| match batch {
-            Ok(b) => Some(b),
-            Err(e) => {
-                read_error = Some(e);
-                None
-            }
-        })
-        .flat_map(|batch| batch.into_iter())
-        .filter_map(|text| {
+    progress.set_message("counting words");
+    for batch in cram_data::documents::read_documents(documents_dir)? {
+        let mut texts = Vec::new();
+        for text in batch? {
             let i = index;
             index += 1;
-            progress.inc(1);
             if split.is_eval(i) {
                 eval_texts.push(text);
-                None
             } else if split.is_train(i) {
                 training_documents += 1;
                 training_bytes += text.len() as u64;
-                Some(text)
-            } else {
-                None
+                texts.push(text);
             }
-        });
-    let train_start = Instant::now();
-    let trained = tokenizer.train(&mut trainer, texts).map(|_| ());
-    let train_seconds = train_start.elapsed().as_secs_f64();
-    if let Some(e) = read_error {
-        return Err(e.into());
+        }
+        counter
+            .add(&texts)
+            .map_err(|e| library("splitting the training documents into words", e))?;
+        progress.set_position(index);
     }
-    trained.map_err(|e| library(format!("training the {:?} tokenizer", params.model), e))?;
+    let words = counter.finish();
+
+    // Learn the vocabulary.
+    progress.set_message(format!("learning {} vocabulary", params.model.name()));
+    progress.set_length(params.vocab_size as u64);
+    progress.set_position(0);
+    let model = crate::train::train_model(params, &words, |n| progress.set_position(n as u64))
+        .map_err(|e| library(format!("training the {:?} tokenizer", params.model), e))?;
+    tokenizer.with_model(model);
+    tokenizer.add_special_tokens(&special_added_tokens());
+    let train_seconds = train_start.elapsed().as_secs_f64();
 
     let ids = check_vocab(&tokenizer, params, training_documents)?;
     tokenizer.with_post_processor(Some(post_processor(&ids)?));
@@ -592,9 +573,11 @@ pub fn run_tokenizer(
         eval_documents: eval_texts.len() as u64,
         eval_unk_rate: ratio(unks, tokens),
         eval_tokens_per_word: ratio(tokens, words),
-        train_seconds,
-        seconds: start.elapsed().as_secs_f64(),
         special_ids: ids,
+        timings: TokenizerTimings {
+            train_seconds,
+            seconds: start.elapsed().as_secs_f64(),
+        },
     };
     crate::write_summary(out_dir, &summary)
         .map_err(|(path, source)| TokenizerError::Io { path, source })?;

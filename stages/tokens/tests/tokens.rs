@@ -631,3 +631,82 @@ fn fast_wordpiece_matches_the_library_on_tricky_text() {
     .unwrap();
     assert!(FastWordPiece::new(&load_tokenizer(&out.join("tokenizer.json")).unwrap()).is_none());
 }
+
+#[test]
+fn every_model_trains_to_the_same_bytes_at_any_thread_count_and_loads_in_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs_dir = tmp.path().join("docs");
+    write_documents(&docs_dir, &corpus(300));
+    let sentences = [
+        "The cat sat on the mat.",
+        "Café ÜBER naïve   friends, played loudly!",
+        "people walked home after school.",
+    ];
+    for (model, vocab) in [
+        (TokenizerModel::Wordpiece, 200),
+        (TokenizerModel::Bpe, 400),
+        (TokenizerModel::Unigram, 150),
+    ] {
+        let params = TokenizerParams {
+            model,
+            ..small_params(vocab)
+        };
+        let train = |threads: usize| {
+            let out = tmp.path().join(format!("{model:?}-{threads}"));
+            std::fs::create_dir_all(&out).unwrap();
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    run_tokenizer(
+                        &params,
+                        &docs_dir,
+                        0,
+                        &out,
+                        &indicatif::ProgressBar::hidden(),
+                    )
+                    .unwrap()
+                });
+            out
+        };
+        let (one, three) = (train(1), train(3));
+        for file in ["tokenizer.json", "summary.json"] {
+            assert_eq!(
+                std::fs::read(one.join(file)).unwrap(),
+                std::fs::read(three.join(file)).unwrap(),
+                "{model:?}: {file} differs between 1 and 3 threads"
+            );
+        }
+        // A second run at the same thread count: the same bytes again (the
+        // library's trainers differ from run to run here).
+        let again = train(1);
+        assert_eq!(
+            std::fs::read(one.join("tokenizer.json")).unwrap(),
+            std::fs::read(again.join("tokenizer.json")).unwrap(),
+            "{model:?}: a rerun differs"
+        );
+        let tok_path = one.join("tokenizer.json");
+        let tok = load_tokenizer(&tok_path).unwrap();
+        let ours: Vec<Vec<u32>> = sentences
+            .iter()
+            .map(|s| tok.encode(*s, true).unwrap().get_ids().to_vec())
+            .collect();
+        let script = r#"
+import json, sys
+from tokenizers import Tokenizer
+t = Tokenizer.from_file(sys.argv[1])
+print(json.dumps([t.encode(x).ids for x in json.loads(sys.argv[2])]))
+"#;
+        let input = serde_json::to_string(&sentences).unwrap();
+        if let Some(out) = python(
+            "tokenizers",
+            true,
+            script,
+            &[tok_path.to_str().unwrap(), &input],
+        ) {
+            let theirs: Vec<Vec<u32>> = serde_json::from_str(&out).unwrap();
+            assert_eq!(theirs, ours, "{model:?}: Python encodes otherwise");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Reproducibility, end to end: a pipeline with every built-in kind gives the
+//! same lock (keys and output hashes) on two fresh caches at 1 and 2 threads;
+//! a forced rerun of every stage keeps every output hash; `--locked` holds a
+//! run to the lock and names the stage and both hashes where it differs;
+//! `cram reproduce` reruns a cached stage and says whether the bytes agree.
+//!
+//! The GLUE data come from the real RTE files of `../shared/hf-mirror`,
+//! served by `cram serve-hub` on loopback.
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every built-in kind, each at least once (the test checks this against
+/// `cram kinds`). Three tokenizers: WordPiece, BPE and Unigram.
+const PIPELINE: &str = r#"
+name = "every-kind"
+seed = 3
+
+[stages.corpus]
+kind = "synthetic"
+documents = 1200
+
+[stages.clean]
+kind = "filter"
+inputs = ["corpus"]
+remove_trash = true
+trash_cutoff = 0.3
+trash_vocab_size = 512
+min_chars = 40
+
+[stages.dedup]
+kind = "dedup"
+inputs = ["clean"]
+min_length = 50
+
+[stages.tokenizer]
+kind = "tokenizer"
+inputs = ["dedup"]
+vocab_size = 600
+
+[stages.bpe]
+kind = "tokenizer"
+inputs = ["dedup"]
+model = "bpe"
+vocab_size = 600
+
+[stages.unigram]
+kind = "tokenizer"
+inputs = ["dedup"]
+model = "unigram"
+vocab_size = 400
+
+[stages.tokenize]
+kind = "pack"
+inputs = ["dedup", "tokenizer"]
+seq_length = 32
+ordering = "randomized"
+
+[stages.pretrain]
+kind = "pretrain"
+inputs = ["tokenize"]
+arch = "tiny"
+budget_steps = 12
+micro_batch = 16
+batch_size = 32
+device = "cpu"
+log_every = 4
+
+[stages.rte]
+kind = "download"
+source = "hf://datasets/nyu-mll/glue/rte/*.parquet"
+mode = "files"
+
+[stages.glue]
+kind = "glue"
+inputs = ["pretrain", "rte"]
+tasks = ["rte"]
+epochs = 1
+batch_size = 16
+max_train_examples = 96
+max_dev_examples = 48
+device = "cpu"
+
+[stages.synthetic_glue]
+kind = "synthetic-glue"
+train_size = 64
+dev_size = 32
+tasks = ["sst2"]
+
+[stages.report]
+kind = "report"
+inputs = ["pretrain", "glue"]
+
+[stages.after]
+kind = "command"
+inputs = ["tokenizer"]
+run = "wc -c < {inputs.tokenizer}/tokenizer.json > {output}/size.txt"
+"#;
+
+fn mirror() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/hf-mirror");
+    assert!(
+        dir.join("datasets/nyu-mll/glue").is_dir(),
+        "{} is missing: these tests read the shared hub mirror",
+        dir.display()
+    );
+    dir
+}
+
+/// `cram serve-hub` on a free loopback port, stopped on drop.
+struct Hub {
+    child: Child,
+    endpoint: String,
+}
+
+impl Hub {
+    fn start() -> Hub {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_cram"))
+            .args(["serve-hub", mirror().to_str().unwrap(), "--port"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "serve-hub never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Hub {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A project directory with the pipeline and its own cache.
+struct Project {
+    dir: tempfile::TempDir,
+    endpoint: String,
+}
+
+impl Project {
+    fn new(hub: &Hub) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.toml"), PIPELINE).unwrap();
+        Project {
+            dir,
+            endpoint: hub.endpoint.clone(),
+        }
+    }
+
+    fn cram(&self, args: &[&str], threads: usize) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cram"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("CRAM_CACHE")
+            .env("HF_ENDPOINT", &self.endpoint)
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .output()
+            .unwrap()
+    }
+
+    fn run_ok(&self, args: &[&str], threads: usize) -> Output {
+        let out = self.cram(args, threads);
+        assert!(
+            out.status.success(),
+            "cram {args:?} failed:\n{}",
+            text(&out)
+        );
+        out
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.path().join("p.toml.lock")
+    }
+
+    /// Stage → (kind, key, output hash) from the lock file.
+    fn pins(&self) -> BTreeMap<String, (String, String, String)> {
+        pins(&std::fs::read_to_string(self.lock_path()).unwrap())
+    }
+}
+
+fn pins(lock: &str) -> BTreeMap<String, (String, String, String)> {
+    let v: serde_json::Value = serde_json::from_str(lock).unwrap();
+    v["stages"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, e)| {
+            let s = |k: &str| e[k].as_str().unwrap().to_string();
+            (name.clone(), (s("kind"), s("key"), s("output_hash")))
+        })
+        .collect()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn differing(
+    a: &BTreeMap<String, (String, String, String)>,
+    b: &BTreeMap<String, (String, String, String)>,
+) -> Vec<String> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
+#[test]
+fn every_kind_reproduces_across_caches_threads_forced_reruns_and_locks() {
+    let hub = Hub::start();
+
+    // The pipeline covers every built-in kind.
+    let a = Project::new(&hub);
+    let kinds = a.run_ok(&["kinds"], 2);
+    for line in String::from_utf8_lossy(&kinds.stdout).lines() {
+        let Some(kind) = line.split_whitespace().next() else {
+            continue;
+        };
+        if line.starts_with([' ', '`']) {
+            continue;
+        }
+        assert!(
+            PIPELINE.contains(&format!("kind = \"{kind}\"")),
+            "the pipeline lacks kind {kind} (from `cram kinds`: {line})"
+        );
+    }
+
+    // Two fresh caches, one and two threads: the same lock.
+    a.run_ok(&["run", "p.toml"], 1);
+    let b = Project::new(&hub);
+    b.run_ok(&["run", "p.toml"], 2);
+    let (pa, pb) = (a.pins(), b.pins());
+    assert_eq!(pa.len(), 13, "{pa:?}");
+    let diff = differing(&pa, &pb);
+    assert!(
+        diff.is_empty(),
+        "fresh caches disagree:\n{}",
+        diff.join("\n")
+    );
+
+    // A forced rerun of every stage gives every output hash again.
+    let mut args = vec!["run", "p.toml"];
+    for name in pa.keys() {
+        args.extend(["--force", name]);
+    }
+    let forced = b.run_ok(&args, 2);
+    let reran = String::from_utf8_lossy(&forced.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ran "))
+        .count();
+    assert_eq!(reran, pa.len(), "{}", text(&forced));
+    let diff = differing(&pa, &b.pins());
+    assert!(
+        diff.is_empty(),
+        "forced reruns changed outputs:\n{}",
+        diff.join("\n")
+    );
+
+    // --locked passes on the pinned cache and leaves the lock alone ...
+    let lock = std::fs::read_to_string(a.lock_path()).unwrap();
+    let ok = a.run_ok(&["run", "p.toml", "--locked"], 2);
+    assert!(
+        text(&ok).contains("cached  pretrain, as locked"),
+        "{}",
+        text(&ok)
+    );
+    assert_eq!(std::fs::read_to_string(a.lock_path()).unwrap(), lock);
+    // ... and fails, naming the stage and both hashes, where the lock pins
+    // other bytes; the stages after it do not run.
+    let pinned = &pa["tokenizer"].2;
+    let wrong = "0".repeat(pinned.len());
+    std::fs::write(a.lock_path(), lock.replace(pinned.as_str(), &wrong)).unwrap();
+    let bad = a.cram(&["run", "p.toml", "--locked"], 2);
+    let t = text(&bad);
+    assert!(!bad.status.success(), "{t}");
+    assert!(t.contains("stage tokenizer"), "{t}");
+    assert!(t.contains(pinned.as_str()) && t.contains(&wrong), "{t}");
+    assert!(t.contains("skipped tokenize"), "{t}");
+    std::fs::write(a.lock_path(), &lock).unwrap();
+
+    // `cram reproduce` reruns a cached stage (and its cached sub-units) in
+    // scratch space.
+    for stage in ["unigram", "glue"] {
+        let r = a.run_ok(&["reproduce", "p.toml", stage], 2);
+        let t = text(&r);
+        assert!(t.contains("the rerun gave the same bytes"), "{t}");
+        assert!(t.contains(&format!("equal    {stage}:")), "{t}");
+    }
+    let r = a.run_ok(&["reproduce", "p.toml", "glue"], 1);
+    assert!(text(&r).contains("equal    glue.rte:"), "{}", text(&r));
+    assert_eq!(
+        std::fs::read_to_string(a.lock_path()).unwrap(),
+        lock,
+        "reproduce leaves the lock alone"
+    );
+}
+
+#[test]
+fn reproduce_needs_the_stage_cached_and_says_what_to_run() {
+    let hub = Hub::start();
+    let p = Project::new(&hub);
+    let out = p.cram(&["reproduce", "p.toml", "tokenizer"], 2);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("is not cached"), "{t}");
+    assert!(t.contains("--until tokenizer"), "{t}");
+}
