@@ -197,30 +197,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             let store = Store::open(&cache)?;
             let ui = Ui::new(verbosity);
             let r = crate::reproduce::reproduce(&pipeline, &store, &stage, keep, &ui)?;
-            for c in &r.comparisons {
-                if c.equal() {
-                    out(&format!(
-                        "equal    {}: {} files, output {}",
-                        c.name, c.files, c.cached_hash
-                    ));
-                    continue;
-                }
-                out(&format!(
-                    "DIFFERS  {}: cached output {}, rerun {}",
-                    c.name, c.cached_hash, c.rerun_hash
-                ));
-                for (what, list) in [
-                    ("differ", &c.differ),
-                    ("only cached", &c.missing),
-                    ("only rerun", &c.extra),
-                ] {
-                    if !list.is_empty() {
-                        out(&format!("         {what}: {}", list.join(", ")));
-                    }
-                }
-            }
-            if let Some(dir) = &r.kept {
-                out(&format!("rerun kept in {}", dir.display()));
+            for line in r.lines() {
+                out(&line);
             }
             if r.equal() {
                 out(&format!("{stage}: the rerun gave the same bytes"));

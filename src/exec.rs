@@ -526,36 +526,28 @@ pub fn cached_unit(
             manifest: serde_json::to_value(&entry.manifest).unwrap_or(Value::Null),
         });
     };
+    let manifest = |started_at: String| Manifest {
+        format: MANIFEST_FORMAT.into(),
+        stage: name.clone(),
+        kind: kind.into(),
+        key: key.clone(),
+        code_version,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        params: material.clone(),
+        seed: Some(ctx.seed),
+        identity: None,
+        inputs: BTreeMap::new(),
+        output_hash: String::new(),
+        files: Vec::new(),
+        started_at,
+        finished_at: String::new(),
+        wall_seconds: 0.0,
+        metrics: Value::Null,
+        units: Vec::new(),
+    };
     if let Some(root) = ctx.rerun_units {
-        // `cram reproduce`: build the unit afresh in scratch space, never
-        // from or into the cache.
-        let (out, _run) = crate::reproduce::unit_dirs(root, unit)?;
-        let started_at = now_rfc3339();
-        let t0 = Instant::now();
-        let metrics = body(&out)?;
-        let files = crate::hashing::hash_tree(&out)?;
-        let entry = Entry {
-            dir: root.join(unit),
-            manifest: Manifest {
-                format: MANIFEST_FORMAT.into(),
-                stage: name.clone(),
-                kind: kind.into(),
-                key: key.clone(),
-                code_version,
-                tool_version: env!("CARGO_PKG_VERSION").into(),
-                params: material,
-                seed: Some(ctx.seed),
-                identity: None,
-                inputs: BTreeMap::new(),
-                output_hash: crate::hashing::output_hash(&files),
-                files,
-                started_at,
-                finished_at: now_rfc3339(),
-                wall_seconds: t0.elapsed().as_secs_f64(),
-                metrics,
-                units: Vec::new(),
-            },
-        };
+        // `cram reproduce`: the unit is built afresh in scratch space.
+        let entry = crate::reproduce::rerun_unit(root, unit, manifest(now_rfc3339()), body)?;
         record(&entry);
         return Ok(entry);
     }
@@ -569,30 +561,14 @@ pub fn cached_unit(
         return Ok(entry);
     }
     let staging = ctx.store.stage(&key)?;
-    let started_at = now_rfc3339();
+    let mut manifest = manifest(now_rfc3339());
     let t0 = Instant::now();
     let out = staging.out_dir();
     match body(&out) {
         Ok(metrics) => {
-            let manifest = Manifest {
-                format: MANIFEST_FORMAT.into(),
-                stage: name.clone(),
-                kind: kind.into(),
-                key: key.clone(),
-                code_version,
-                tool_version: env!("CARGO_PKG_VERSION").into(),
-                params: material,
-                seed: Some(ctx.seed),
-                identity: None,
-                inputs: BTreeMap::new(),
-                output_hash: String::new(),
-                files: Vec::new(),
-                started_at,
-                finished_at: now_rfc3339(),
-                wall_seconds: t0.elapsed().as_secs_f64(),
-                metrics,
-                units: Vec::new(),
-            };
+            manifest.finished_at = now_rfc3339();
+            manifest.wall_seconds = t0.elapsed().as_secs_f64();
+            manifest.metrics = metrics;
             let entry = ctx.store.commit(staging, manifest, false)?;
             record(&entry);
             Ok(entry)

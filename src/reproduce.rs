@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
 use crate::exec::ancestor_records;
 use crate::hashing::{FileRecord, hash_tree, output_hash};
@@ -19,7 +20,7 @@ use crate::lockfile::LockFile;
 use crate::pipeline::Pipeline;
 use crate::plan::{self, State};
 use crate::registry::{AncestorRecord, InputDir, StageContext};
-use crate::store::{Entry, Store};
+use crate::store::{Entry, Manifest, RUN_DIR, Store, now_rfc3339};
 use crate::ui::Ui;
 
 /// How one output (the stage's, or one sub-unit's) compares.
@@ -87,6 +88,38 @@ impl Reproduction {
     /// Whether every output came out the same.
     pub fn equal(&self) -> bool {
         self.comparisons.iter().all(Comparison::equal)
+    }
+
+    /// What `cram reproduce` prints: one line per output (and, where one
+    /// differs, the files by how they differ), then where the rerun was kept.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for c in &self.comparisons {
+            if c.equal() {
+                out.push(format!(
+                    "equal    {}: {} files, output {}",
+                    c.name, c.files, c.cached_hash
+                ));
+                continue;
+            }
+            out.push(format!(
+                "DIFFERS  {}: cached output {}, rerun {}",
+                c.name, c.cached_hash, c.rerun_hash
+            ));
+            for (what, list) in [
+                ("differ", &c.differ),
+                ("only cached", &c.missing),
+                ("only rerun", &c.extra),
+            ] {
+                if !list.is_empty() {
+                    out.push(format!("         {what}: {}", list.join(", ")));
+                }
+            }
+        }
+        if let Some(dir) = &self.kept {
+            out.push(format!("rerun kept in {}", dir.display()));
+        }
+        out
     }
 }
 
@@ -214,12 +247,25 @@ pub fn reproduce(
     Ok(Reproduction { comparisons, kept })
 }
 
-/// Where a rerun sub-unit is built: `DIR/UNIT/{out,run}`.
-pub fn unit_dirs(root: &Path, unit: &str) -> Result<(PathBuf, PathBuf)> {
+/// Builds a stage's sub-unit afresh under `root/UNIT/{out,run}` for a
+/// rerun, never from or into the cache; returns it as an entry (not in the
+/// store) whose manifest has what [`crate::exec::cached_unit`] would record.
+pub(crate) fn rerun_unit(
+    root: &Path,
+    unit: &str,
+    mut manifest: Manifest,
+    body: impl FnOnce(&Path) -> Result<Value>,
+) -> Result<Entry> {
     let dir = root.join(unit);
-    let (out, run) = (dir.join("out"), dir.join("run"));
-    for d in [&out, &run] {
+    let out = dir.join("out");
+    for d in [&out, &dir.join(RUN_DIR)] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    Ok((out, run))
+    let t0 = std::time::Instant::now();
+    manifest.metrics = body(&out)?;
+    manifest.files = hash_tree(&out)?;
+    manifest.output_hash = output_hash(&manifest.files);
+    manifest.finished_at = now_rfc3339();
+    manifest.wall_seconds = t0.elapsed().as_secs_f64();
+    Ok(Entry { dir, manifest })
 }

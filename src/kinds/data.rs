@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use cram_data::{DownloadMode, DownloadParams, SourceIdentity, SyntheticParams};
 use serde_json::Value;
 
-use super::simple::{Simple, summary};
+use super::simple::{Simple, summary, summary_with_timings};
 use crate::hashing::hash_json;
 use crate::registry::{
     Artifact, InputSlot, Kind, ParamError, Params, PipelineMeta, StageContext, plain_params,
@@ -128,13 +128,25 @@ impl Kind for Download {
                 .cloned()
                 .context("the download's source identity is missing")?,
         )?;
-        summary(&cram_data::run_download(
+        let s = cram_data::run_download(
             &p,
             &identity,
             &ctx.store.downloads_dir(),
             ctx.out_dir,
             ctx.progress,
-        )?)
+        )?;
+        // What came over the network depends on the download cache: a run
+        // fact for the manifest, not part of the output.
+        let fetched: Vec<&str> = s
+            .files
+            .iter()
+            .filter(|f| !f.cached)
+            .map(|f| f.path.as_str())
+            .collect();
+        summary_with_timings(
+            &s,
+            &serde_json::json!({ "fetched_bytes": s.fetched_bytes, "fetched_files": fetched }),
+        )
     }
 }
 

@@ -16,7 +16,7 @@ impl Kind for Report {
         "report"
     }
     fn about(&self) -> &'static str {
-        "Writes report.md and a self-contained report.html: GLUE table beside the paper's, loss curves, schedules, preprocessing figures, the budget account and a rules check."
+        "Writes report.md and a self-contained report.html into the entry's run/ folder (they show timings, so they sit outside the hashed output, which keeps the scores): GLUE table beside the paper's, loss curves, schedules, preprocessing figures, the budget account and a rules check."
     }
     fn code_version(&self) -> u32 {
         cram_report::CODE_VERSION

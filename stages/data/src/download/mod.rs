@@ -30,7 +30,7 @@ use fetch::{Http, Meter, cache_name, hash_file, verify};
 pub use source::{Origin, SourceFile, SourceIdentity, resolve_source, resolve_source_with};
 
 /// Bumped whenever a change to the code changes the bytes `download` writes.
-pub const CODE_VERSION: u32 = 1;
+pub const CODE_VERSION: u32 = 2;
 
 /// What the stage writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -109,7 +109,9 @@ pub struct FileRecord {
     /// Size in bytes.
     pub bytes: u64,
     /// True when the file came from the download cache or a local path
-    /// (no network transfer).
+    /// (no network transfer). A fact of this run, not of the output: not in
+    /// `summary.json` (the engine keeps it in the manifest).
+    #[serde(skip)]
     pub cached: bool,
 }
 
@@ -128,7 +130,10 @@ pub struct DownloadSummary {
     pub commit: Option<String>,
     /// Files used (in files mode: stored), in order.
     pub files: Vec<FileRecord>,
-    /// Bytes received over the network in this run.
+    /// Bytes received over the network in this run. Not in `summary.json`,
+    /// whose bytes must not depend on what the download cache held (the
+    /// engine keeps it in the manifest).
+    #[serde(skip)]
     pub fetched_bytes: u64,
     /// Layout used (documents mode).
     pub layout: Option<Layout>,
