@@ -678,8 +678,7 @@ fn every_model_trains_to_the_same_bytes_at_any_thread_count_and_loads_in_python(
                 "{model:?}: {file} differs between 1 and 3 threads"
             );
         }
-        // A second run at the same thread count: the same bytes again (the
-        // library's trainers differ from run to run here).
+        // A second run at the same thread count: the same bytes again.
         let again = train(1);
         assert_eq!(
             std::fs::read(one.join("tokenizer.json")).unwrap(),
