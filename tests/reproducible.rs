@@ -331,3 +331,73 @@ fn reproduce_needs_the_stage_cached_and_says_what_to_run() {
     assert!(t.contains("is not cached"), "{t}");
     assert!(t.contains("--until tokenizer"), "{t}");
 }
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn glue_trials_add_cached_units_and_the_report_gives_the_median() {
+    let hub = Hub::start();
+    let p = Project::new(&hub);
+    p.run_ok(&["run", "p.toml", "--until", "report"], 2);
+    let entry = |name: &str| {
+        let key = p.pins()[name].1.clone();
+        p.dir.path().join("cache/entries").join(key)
+    };
+    let one = read_json(&entry("glue").join("manifest.json"));
+    let first_unit = one["units"][0]["key"].as_str().unwrap().to_string();
+
+    let out = p.run_ok(
+        &[
+            "run",
+            "p.toml",
+            "--until",
+            "report",
+            "--set",
+            "glue.trials=3",
+        ],
+        2,
+    );
+    let t = text(&out);
+    let ran: Vec<&str> = t
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ran "))
+        .map(|l| l.trim().split(' ').next().unwrap())
+        .collect();
+    assert_eq!(ran, ["glue", "report"], "{t}");
+    let three = read_json(&entry("glue").join("manifest.json"));
+    let units: Vec<&str> = three["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(units, ["glue.rte", "glue.rte@1", "glue.rte@2"]);
+    assert_eq!(
+        three["units"][0]["key"].as_str().unwrap(),
+        first_unit,
+        "the first trial is the cached single run"
+    );
+    let summary = read_json(&entry("glue").join("out/summary.json"));
+    let rte = &summary["tasks"]["rte"];
+    assert_eq!(rte["trials"], 3);
+    let trials: Vec<f64> = rte["trial_metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["accuracy"].as_f64().unwrap())
+        .collect();
+    let mut sorted = trials.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(
+        rte["metrics"]["accuracy"].as_f64().unwrap(),
+        sorted[1],
+        "{trials:?}"
+    );
+    assert_eq!(rte["metrics_min"]["accuracy"].as_f64().unwrap(), sorted[0]);
+    assert_eq!(rte["metrics_max"]["accuracy"].as_f64().unwrap(), sorted[2]);
+    let md = std::fs::read_to_string(entry("report").join("run/report.md")).unwrap();
+    assert!(md.contains("median of 3 fine-tunings"), "{md}");
+    assert!(md.contains("3 trials"), "{md}");
+}

@@ -83,6 +83,16 @@ impl Kind for Pretrain {
     }
 }
 
+/// The unit name of trial `trial` of a GLUE task: the task's name for the
+/// first, `TASK@K` for the others.
+pub fn trial_unit_name(task: &str, trial: usize) -> String {
+    if trial == 0 {
+        task.to_string()
+    } else {
+        format!("{task}@{trial}")
+    }
+}
+
 /// The run-directory file of a pretraining run's per-step timings.
 pub const TIMELINE_FILE: &str = "timeline.jsonl";
 
@@ -161,42 +171,65 @@ impl Kind for Glue {
             if let Value::Object(m) = &mut global {
                 m.remove("tasks");
                 m.remove("overrides");
+                m.remove("trials");
             }
-            let material = json!({
-                "task": task.name(),
-                "params": global,
-                "task_hyperparameters": to_json(&p.for_task(task)?),
-                "seed": ctx.seed,
-                "checkpoint": ckpt.output_hash,
-                "data": data_hashes,
-            });
-            let entry = cached_unit(
-                ctx,
-                task.name(),
-                TASK_UNIT,
-                cram_glue::CODE_VERSION,
-                material,
-                |out| {
-                    let s = cram_glue::run_task(
-                        &p,
-                        task,
-                        &ckpt.dir,
-                        &data.dir,
-                        ctx.seed,
-                        out,
-                        ctx.progress,
-                    )?;
-                    summary_with_timings(&s, &s.timings)
-                },
-            )?;
-            let seconds = entry.manifest.metrics["timings"]["seconds"]
-                .as_f64()
-                .unwrap_or(entry.manifest.wall_seconds);
+            let mut dirs = Vec::with_capacity(p.trials);
+            let mut seconds = 0.0;
+            for trial in 0..p.trials {
+                // Trial 0 is keyed as a single run always was, so adding
+                // trials keeps the fine-tuning done; trial k has seed + k.
+                let seed = ctx.seed.wrapping_add(trial as u64);
+                let mut material = json!({
+                    "task": task.name(),
+                    "params": global,
+                    "task_hyperparameters": to_json(&p.for_task(task)?),
+                    "seed": seed,
+                    "checkpoint": ckpt.output_hash,
+                    "data": data_hashes,
+                });
+                if trial > 0 {
+                    material["trial"] = json!(trial);
+                }
+                let unit = trial_unit_name(task.name(), trial);
+                if p.trials > 1 {
+                    ctx.progress.set_prefix(format!(
+                        "{} [{}/{n} {} trial {}/{}]",
+                        ctx.stage,
+                        i + 1,
+                        task.name(),
+                        trial + 1,
+                        p.trials
+                    ));
+                }
+                let entry = cached_unit(
+                    ctx,
+                    &unit,
+                    TASK_UNIT,
+                    cram_glue::CODE_VERSION,
+                    material,
+                    |out| {
+                        let s = cram_glue::run_task(
+                            &p,
+                            task,
+                            &ckpt.dir,
+                            &data.dir,
+                            seed,
+                            out,
+                            ctx.progress,
+                        )?;
+                        summary_with_timings(&s, &s.timings)
+                    },
+                )?;
+                seconds += entry.manifest.metrics["timings"]["seconds"]
+                    .as_f64()
+                    .unwrap_or(entry.manifest.wall_seconds);
+                dirs.push(entry.out_dir());
+            }
             task_seconds.insert(task.name().to_string(), seconds);
-            task_dirs.push((task, entry.out_dir()));
+            task_dirs.push((task, dirs));
         }
         ctx.progress.set_prefix(ctx.stage.to_string());
-        let s = cram_glue::aggregate(&p, &task_dirs, ctx.out_dir)?;
+        let s = cram_glue::aggregate_trials(&p, &task_dirs, ctx.out_dir)?;
         // Fine-tuning times from the tasks' manifests (a cached task keeps
         // the time of the run that made it).
         let timings = json!({

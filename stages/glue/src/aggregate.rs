@@ -15,8 +15,20 @@ use crate::task::GlueTask;
 pub struct TaskEntry {
     /// Dev metrics after the last epoch (fractions): CoLA `matthews`; STS-B `pearson`,
     /// `spearman`; MRPC/QQP `f1`, `accuracy`; MNLI `accuracy_matched`, `accuracy_mismatched`;
-    /// others `accuracy`.
+    /// others `accuracy`. With several trials, the median of each metric over them.
     pub metrics: BTreeMap<String, f64>,
+    /// Fine-tunings the metrics summarise (seeds `seed` … `seed + trials - 1`).
+    #[serde(default = "one")]
+    pub trials: usize,
+    /// The smallest value of each metric over the trials (equal to `metrics` for one).
+    #[serde(default)]
+    pub metrics_min: BTreeMap<String, f64>,
+    /// The largest value of each metric over the trials.
+    #[serde(default)]
+    pub metrics_max: BTreeMap<String, f64>,
+    /// Each trial's metrics, in seed order.
+    #[serde(default)]
+    pub trial_metrics: Vec<BTreeMap<String, f64>>,
     /// Epochs trained.
     pub epochs: usize,
     /// Training examples used.
@@ -49,6 +61,9 @@ pub struct GlueSummary {
     pub quick_run: bool,
     /// Why the run is outside the Cramming fine-tuning rules (empty when within them).
     pub outside_rules: Vec<String>,
+    /// Fine-tunings per task behind each metric (their median is reported).
+    #[serde(default = "one")]
+    pub trials: usize,
     /// The parameters of the stage.
     pub hyperparameters: GlueParams,
 }
@@ -77,29 +92,106 @@ pub const AVERAGE_COMPONENTS: [(&str, GlueTask, &str, &str); 9] = [
     ("rte", GlueTask::Rte, "accuracy", "accuracy"),
 ];
 
+/// Summaries written before trials existed had one.
+fn one() -> usize {
+    1
+}
+
+/// The median of `values` (the mean of the two middle ones for an even count).
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Per metric name: the median, the minimum and the maximum over `trials`.
+fn summarise(
+    trials: &[BTreeMap<String, f64>],
+) -> (
+    BTreeMap<String, f64>,
+    BTreeMap<String, f64>,
+    BTreeMap<String, f64>,
+) {
+    let names: std::collections::BTreeSet<&String> = trials.iter().flat_map(|t| t.keys()).collect();
+    let (mut mid, mut lo, mut hi) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for name in names {
+        let values: Vec<f64> = trials.iter().filter_map(|t| t.get(name).copied()).collect();
+        if let Some(m) = median(&values) {
+            mid.insert(name.clone(), m);
+            lo.insert(
+                name.clone(),
+                values.iter().copied().fold(f64::INFINITY, f64::min),
+            );
+            hi.insert(
+                name.clone(),
+                values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            );
+        }
+    }
+    (mid, lo, hi)
+}
+
 fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-/// Reads `summary.json` of every task directory (outputs of [`crate::run_task`]) and writes
-/// the stage's `summary.json` into `out_dir`.
+/// Reads `summary.json` of every task directory (outputs of [`crate::run_task`], one trial
+/// per task) and writes the stage's `summary.json` into `out_dir`.
 pub fn aggregate(
     params: &GlueParams,
     task_dirs: &[(GlueTask, PathBuf)],
     out_dir: &Path,
 ) -> Result<GlueSummary> {
+    let trials: Vec<(GlueTask, Vec<PathBuf>)> = task_dirs
+        .iter()
+        .map(|(t, d)| (*t, vec![d.clone()]))
+        .collect();
+    aggregate_trials(params, &trials, out_dir)
+}
+
+/// [`aggregate`] over several trials per task (their directories in seed order): each
+/// task's metrics are the medians over its trials, and the GLUE averages are taken over
+/// those medians.
+pub fn aggregate_trials(
+    params: &GlueParams,
+    task_dirs: &[(GlueTask, Vec<PathBuf>)],
+    out_dir: &Path,
+) -> Result<GlueSummary> {
     let mut summaries: BTreeMap<GlueTask, TaskSummary> = BTreeMap::new();
-    for (task, dir) in task_dirs {
-        let path = dir.join("summary.json");
-        let summary: TaskSummary = read_json(&path)?;
-        if summary.task != *task {
-            return Err(GlueError::Params(format!(
-                "{} holds the results of task {}, not {task}",
-                path.display(),
-                summary.task
-            )));
+    let mut per_trial: BTreeMap<GlueTask, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
+    for (task, dirs) in task_dirs {
+        for dir in dirs {
+            let path = dir.join("summary.json");
+            let summary: TaskSummary = read_json(&path)?;
+            if summary.task != *task {
+                return Err(GlueError::Params(format!(
+                    "{} holds the results of task {}, not {task}",
+                    path.display(),
+                    summary.task
+                )));
+            }
+            per_trial
+                .entry(*task)
+                .or_default()
+                .push(summary.metrics.clone());
+            summaries.entry(*task).or_insert(summary);
         }
-        summaries.insert(*task, summary);
+    }
+    let mut spread = BTreeMap::new();
+    for (task, trials) in &per_trial {
+        let (mid, lo, hi) = summarise(trials);
+        if let Some(s) = summaries.get_mut(task) {
+            s.metrics = mid;
+        }
+        spread.insert(*task, (lo, hi));
     }
     let mut glue = Vec::new();
     let mut glue_acc = Vec::new();
@@ -146,6 +238,10 @@ pub fn aggregate(
                     s.task.name().to_string(),
                     TaskEntry {
                         metrics: s.metrics.clone(),
+                        trials: per_trial.get(&s.task).map_or(1, Vec::len),
+                        metrics_min: spread.get(&s.task).map(|x| x.0.clone()).unwrap_or_default(),
+                        metrics_max: spread.get(&s.task).map(|x| x.1.clone()).unwrap_or_default(),
+                        trial_metrics: per_trial.get(&s.task).cloned().unwrap_or_default(),
                         epochs: s.epochs,
                         train_examples: s.train_examples,
                         dev_examples: s.dev_examples,
@@ -161,6 +257,7 @@ pub fn aggregate(
         majority_glue_average: mean(&majority),
         quick_run: params.quick_run() || summaries.values().any(|s| s.quick_run),
         outside_rules,
+        trials: per_trial.values().map(Vec::len).max().unwrap_or(1),
         hyperparameters: params.clone(),
     };
     std::fs::create_dir_all(out_dir).map_err(crate::error::io_err(out_dir))?;
@@ -272,5 +369,38 @@ mod tests {
                 "SyntheticGlueParams.{name} has no doc comment"
             );
         }
+    }
+
+    #[test]
+    fn trials_give_the_median_and_the_spread() {
+        let params = GlueParams {
+            tasks: vec![GlueTask::Rte],
+            trials: 3,
+            ..GlueParams::default()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = [0.5, 0.7, 0.6]
+            .iter()
+            .enumerate()
+            .map(|(i, acc)| {
+                let dir = tmp.path().join(format!("rte{i}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                let summary = fake_summary(&params, GlueTask::Rte, &[("accuracy", *acc)]);
+                write_json(&dir.join("summary.json"), &summary).unwrap();
+                dir
+            })
+            .collect();
+        let s =
+            aggregate_trials(&params, &[(GlueTask::Rte, dirs)], &tmp.path().join("out")).unwrap();
+        let rte = &s.tasks["rte"];
+        assert_eq!(rte.trials, 3);
+        assert_eq!(s.trials, 3);
+        assert_eq!(rte.metrics["accuracy"], 0.6);
+        assert_eq!(rte.metrics_min["accuracy"], 0.5);
+        assert_eq!(rte.metrics_max["accuracy"], 0.7);
+        assert_eq!(rte.trial_metrics.len(), 3);
+        assert_eq!(s.glue_average, Some(0.6), "the average is over the medians");
+        assert_eq!(median(&[1.0, 4.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
     }
 }

@@ -27,7 +27,7 @@ pub mod schedule;
 pub mod synthetic;
 pub mod task;
 
-pub use aggregate::{GlueSummary, TaskEntry, aggregate};
+pub use aggregate::{GlueSummary, TaskEntry, aggregate, aggregate_trials, median};
 pub use error::{GlueError, Result};
 pub use finetune::{TaskSummary, TaskTimings, run_task};
 pub use params::{GlueParams, TaskHyperparameters, TaskOverrides};

@@ -45,6 +45,10 @@ pub struct GlueParams {
     pub max_dev_examples: Option<usize>,
     /// Batch size of evaluation (no gradients; only speed and memory depend on it).
     pub eval_batch_size: usize,
+    /// Fine-tunings per task, with seeds `seed`, `seed + 1`, …, each cached on its own; the
+    /// summary and the report give the median (and the min and max) of each metric, as the
+    /// reference's model card reports GLUE over 5 trials. Adding trials keeps the ones done.
+    pub trials: usize,
     /// Device: `auto` (a compiled-in GPU if present, else CPU), `cpu`, `cuda:N`, `vulkan:N`.
     pub device: String,
     /// Precision of the matrix products: `auto` (fp32 on the CPU, bf16 on a GPU that has it),
@@ -76,6 +80,7 @@ impl Default for GlueParams {
             max_train_examples: None,
             max_dev_examples: None,
             eval_batch_size: 128,
+            trials: 1,
             device: "auto".to_string(),
             precision: cram_model::PrecisionSpec::Auto,
             attention: cram_model::AttentionKernel::Explicit,
@@ -144,6 +149,9 @@ impl GlueParams {
         let bad = |m: String| Err(GlueError::Params(m));
         if self.tasks.is_empty() {
             return bad("`tasks` is empty: name at least one GLUE task".into());
+        }
+        if self.trials == 0 {
+            return bad("`trials` must be at least 1".into());
         }
         for key in self.overrides.keys() {
             let task = GlueTask::parse(key)?;

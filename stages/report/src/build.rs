@@ -338,6 +338,20 @@ fn rules_section(rules: &[RuleCheck]) -> Section {
     }
 }
 
+/// How many fine-tunings stand behind the GLUE numbers, in words.
+fn trials_sentence(glue: &crate::data::Glue) -> String {
+    let counts: std::collections::BTreeSet<usize> =
+        glue.tasks.values().map(|t| t.trial_count()).collect();
+    match counts.iter().copied().max().unwrap_or(1) {
+        1 => "Each task was fine-tuned once (`trials = 1`); the paper's model card reports the median of 5 fine-tunings.".to_string(),
+        n if counts.len() == 1 => format!(
+            "Each score is the median of {n} fine-tunings with seeds seed … seed + {} (`trials = {n}`), as the paper's model card reports GLUE; the per-task table gives the range.",
+            n - 1
+        ),
+        n => format!("Scores are medians over up to {n} fine-tunings per task (`trials`); the per-task table gives each task's count and range."),
+    }
+}
+
 fn glue_section(
     params: &ReportParams,
     pipeline: &PipelineInfo,
@@ -420,6 +434,7 @@ fn glue_section(
                 fmt::score(acc)
             ))]));
         }
+        section_blocks.push(Block::Para(vec![t(trials_sentence(glue))]));
         section_blocks.push(Block::Subheading("Per task".into()));
         let rows = glue
             .tasks
@@ -428,7 +443,18 @@ fn glue_section(
                 let metrics = task
                     .metrics
                     .iter()
-                    .map(|(k, v)| format!("{k} {}", fmt::score(*v)))
+                    .map(
+                        |(k, v)| match (task.metrics_min.get(k), task.metrics_max.get(k)) {
+                            (Some(lo), Some(hi)) if task.trial_count() > 1 => format!(
+                                "{k} {} ({}–{}, {} trials)",
+                                fmt::score(*v),
+                                fmt::score(*lo),
+                                fmt::score(*hi),
+                                task.trial_count()
+                            ),
+                            _ => format!("{k} {}", fmt::score(*v)),
+                        },
+                    )
                     .collect::<Vec<_>>()
                     .join(", ");
                 let baseline = task

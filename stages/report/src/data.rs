@@ -259,6 +259,13 @@ pub struct GlueTask {
     pub overrides: Value,
     /// Majority-class baseline, metric name → value.
     pub majority_baseline: BTreeMap<String, f64>,
+    /// Fine-tunings behind the metrics (their median); `None` in summaries from before
+    /// trials existed (one).
+    pub trials: Option<f64>,
+    /// Per metric, the smallest value over the trials.
+    pub metrics_min: BTreeMap<String, f64>,
+    /// Per metric, the largest value over the trials.
+    pub metrics_max: BTreeMap<String, f64>,
 }
 
 impl GlueTask {
@@ -272,7 +279,15 @@ impl GlueTask {
             seconds: num(v, "seconds"),
             overrides: v.get("overrides").cloned().unwrap_or(Value::Null),
             majority_baseline: number_map(v.get("majority_baseline")),
+            trials: num(v, "trials"),
+            metrics_min: number_map(v.get("metrics_min")),
+            metrics_max: number_map(v.get("metrics_max")),
         }
+    }
+
+    /// Fine-tunings behind the metrics (1 where the summary does not say).
+    pub fn trial_count(&self) -> usize {
+        self.trials.map_or(1, |t| t.max(1.0) as usize)
     }
 
     /// Whether the task used per-task overrides of the global hyperparameters.
@@ -383,12 +398,16 @@ impl Glue {
                 .to_string();
         }
         for record in task_records {
-            let task = task_key(
-                record
-                    .name
-                    .rsplit_once('.')
-                    .map_or(record.name.as_str(), |(_, t)| t),
-            );
+            let unit = record
+                .name
+                .rsplit_once('.')
+                .map_or(record.name.as_str(), |(_, t)| t);
+            // Further trials of a task (`TASK@K`) are summarised by the
+            // aggregate; on their own only the first trial stands for it.
+            if unit.contains('@') {
+                continue;
+            }
+            let task = task_key(unit);
             if glue.tasks.contains_key(&task) {
                 continue;
             }
