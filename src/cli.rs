@@ -112,6 +112,24 @@ pub enum Command {
         /// Only this stage.
         stage: Option<String>,
     },
+    /// Compare two runs: the resolved parameters that differ, the stages
+    /// whose outputs differ, and the metrics side by side with their deltas
+    /// (GLUE per task, losses, tokens/s, budget).
+    ///
+    /// Each run is a pipeline file (with --set-a/--set-b overrides), a lock
+    /// file (FILE.lock) or a cache key (8 or more hex digits).
+    Diff {
+        /// The first run.
+        a: String,
+        /// The second run.
+        b: String,
+        /// Override a parameter of run A (a pipeline file): STAGE.KEY=VALUE.
+        #[arg(long = "set-a", value_name = "STAGE.KEY=VALUE")]
+        set_a: Vec<String>,
+        /// Override a parameter of run B (a pipeline file): STAGE.KEY=VALUE.
+        #[arg(long = "set-b", value_name = "STAGE.KEY=VALUE")]
+        set_b: Vec<String>,
+    },
     /// Recheck the content hashes of every cache entry; move damaged entries
     /// to the cache's quarantine/ folder.
     Verify,

@@ -208,6 +208,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(EXIT_STAGE_FAILED))
             }
         }
+        Command::Diff { a, b, set_a, set_b } => {
+            let store = Store::open(&cache)?;
+            out(&crate::diff::run(&a, &b, &set_a, &set_b, &store)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify => {
             let store = Store::open(&cache)?;
             let total = store.entries()?.len();
@@ -425,7 +430,8 @@ fn show_stage(st: &pipeline::Stage, status: &plan::StageStatus) -> String {
     s
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+/// Flattens a JSON value into `(dotted.path, text)` pairs, sorted by key.
+pub(crate) fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod diag;
+pub mod diff;
 pub mod exec;
 pub mod hashing;
 pub mod hub_server;

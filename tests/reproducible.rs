@@ -401,3 +401,70 @@ fn glue_trials_add_cached_units_and_the_report_gives_the_median() {
     assert!(md.contains("median of 3 fine-tunings"), "{md}");
     assert!(md.contains("3 trials"), "{md}");
 }
+
+#[test]
+fn diff_compares_two_runs_by_pipeline_lock_or_key() {
+    let hub = Hub::start();
+    let p = Project::new(&hub);
+    p.run_ok(&["run", "p.toml", "--until", "glue"], 2);
+    std::fs::copy(p.lock_path(), p.dir.path().join("first.lock")).unwrap();
+    p.run_ok(
+        &[
+            "run",
+            "p.toml",
+            "--until",
+            "glue",
+            "--set",
+            "pretrain.lr=5e-4",
+        ],
+        2,
+    );
+    let d = p.run_ok(
+        &["diff", "p.toml", "p.toml", "--set-b", "pretrain.lr=5e-4"],
+        2,
+    );
+    let t = text(&d);
+    assert!(t.contains("pretrain.lr: 0.001 → 0.0005"), "{t}");
+    assert!(t.contains("same output: "), "{t}");
+    assert!(t.contains("tokenizer"), "{t}");
+    assert!(t.contains("pretrain: output "), "{t}");
+    let loss = t
+        .lines()
+        .find(|l| l.trim_start().starts_with("pretrain.final_loss"))
+        .unwrap_or_else(|| panic!("no final loss row: {t}"));
+    let cols: Vec<&str> = loss.split_whitespace().collect();
+    let (a, b): (f64, f64) = (cols[1].parse().unwrap(), cols[2].parse().unwrap());
+    assert!(a > 0.0 && b > 0.0 && a != b, "{loss}");
+    let delta: f64 = cols[3].parse().unwrap();
+    assert!((delta - (b - a)).abs() < 1e-3, "{loss}");
+    assert!(loss.ends_with("%)"), "the relative change: {loss}");
+    assert!(
+        t.contains("glue.tasks.rte.metrics.accuracy") || t.contains("glue.glue_average"),
+        "{t}"
+    );
+    // A lock file against the pipeline as it is now (the second run).
+    let l = p.run_ok(&["diff", "first.lock", "p.toml.lock"], 2);
+    assert!(
+        text(&l).contains("pretrain.lr: 0.001 → 0.0005"),
+        "{}",
+        text(&l)
+    );
+    // A cache key against another.
+    let first = pins(&std::fs::read_to_string(p.dir.path().join("first.lock")).unwrap());
+    let second = p.pins();
+    let (ka, kb) = (&first["pretrain"].1, &second["pretrain"].1);
+    let k = p.run_ok(&["diff", &ka[..10], &kb[..10]], 2);
+    assert!(
+        text(&k).contains("pretrain.lr: 0.001 → 0.0005"),
+        "{}",
+        text(&k)
+    );
+    // A bad side says what a side may be.
+    let bad = p.cram(&["diff", "p.toml", "nonsense"], 2);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("neither a file nor a cache key"),
+        "{}",
+        text(&bad)
+    );
+}
