@@ -468,3 +468,45 @@ fn diff_compares_two_runs_by_pipeline_lock_or_key() {
         text(&bad)
     );
 }
+
+#[test]
+fn a_token_budget_pipeline_pins_and_the_report_names_the_budget() {
+    let hub = Hub::start();
+    let p = Project::new(&hub);
+    std::fs::write(
+        p.dir.path().join("p.toml"),
+        PIPELINE.replace("budget_steps = 12", "budget_tokens = 6000"),
+    )
+    .unwrap();
+    p.run_ok(&["run", "p.toml", "--until", "report"], 2);
+    let key = p.pins()["pretrain"].1.clone();
+    let entry = p.dir.path().join("cache/entries").join(&key);
+    let summary = read_json(&entry.join("out/summary.json"));
+    assert_eq!(summary["stopped_by"], "tokens", "{summary}");
+    assert_eq!(summary["budget_tokens"], 6000);
+    let tokens = summary["tokens"].as_u64().unwrap();
+    assert!((6000..6000 + 32 * 32).contains(&tokens), "{summary}");
+    let report = p.pins()["report"].1.clone();
+    let md = std::fs::read_to_string(
+        p.dir
+            .path()
+            .join("cache/entries")
+            .join(report)
+            .join("run/report.md"),
+    )
+    .unwrap();
+    assert!(
+        md.contains("6,000 tokens (equal data across machines"),
+        "{md}"
+    );
+    assert!(md.contains("trained to a token budget"), "{md}");
+    // A second cache at another thread count: the same pretrain output.
+    let q = Project::new(&hub);
+    std::fs::write(
+        q.dir.path().join("p.toml"),
+        PIPELINE.replace("budget_steps = 12", "budget_tokens = 6000"),
+    )
+    .unwrap();
+    q.run_ok(&["run", "p.toml", "--until", "pretrain"], 1);
+    assert_eq!(q.pins()["pretrain"], p.pins()["pretrain"]);
+}

@@ -24,6 +24,10 @@ pub struct PretrainParams {
     /// Budget in optimizer steps instead of wall clock (deterministic; for tests and
     /// comparisons). The schedules then run on `step / budget_steps`.
     pub budget_steps: Option<u64>,
+    /// Budget in tokens trained on instead of wall clock, so that runs on different GPUs are
+    /// compared at equal data: training stops at the first step that reaches it, and the
+    /// schedules run on `tokens / budget_tokens`. Deterministic like `budget_steps`; not both.
+    pub budget_tokens: Option<u64>,
     /// Stop after this many passes over the packed rows (a float: `1.5` is one and a half),
     /// even if budget is left; by default training repeats the data, reshuffled each pass,
     /// until the budget is spent. A run stopped this way does not finish its schedule, and the
@@ -89,6 +93,7 @@ impl Default for PretrainParams {
             model: ModelOverrides::default(),
             budget: "24h".into(),
             budget_steps: None,
+            budget_tokens: None,
             max_epochs: None,
             micro_batch: 128,
             batch_size: 8192,
@@ -125,10 +130,12 @@ pub struct ResolvedPretrain {
     /// Whether `model.vocab_size` is replaced at run time by the tokenizer's vocabulary size
     /// (true unless the overrides set it).
     pub vocab_size_from_tokenizer: bool,
-    /// Wall-clock budget in seconds (`None` when the budget is in steps).
+    /// Wall-clock budget in seconds (`None` when the budget is in steps or tokens).
     pub budget_seconds: Option<f64>,
     /// Step budget.
     pub budget_steps: Option<u64>,
+    /// Token budget.
+    pub budget_tokens: Option<u64>,
     /// Passes over the data after which training stops (`None`: no limit).
     pub max_epochs: Option<f64>,
     /// Micro-batch size.
@@ -192,10 +199,18 @@ impl PretrainParams {
     /// Expands the preset and checks every value.
     pub fn resolve(&self) -> Result<ResolvedPretrain, PretrainError> {
         let model = self.model.resolve(&self.arch)?;
-        let budget_seconds = match self.budget_steps {
-            Some(0) => return Err(invalid("budget_steps", 0, "must be at least 1")),
-            Some(_) => None,
-            None => Some(parse_budget(&self.budget)?),
+        let budget_seconds = match (self.budget_steps, self.budget_tokens) {
+            (Some(0), _) => return Err(invalid("budget_steps", 0, "must be at least 1")),
+            (_, Some(0)) => return Err(invalid("budget_tokens", 0, "must be at least 1")),
+            (Some(_), Some(t)) => {
+                return Err(invalid(
+                    "budget_tokens",
+                    t,
+                    "cannot be combined with `budget_steps`: set one of them",
+                ));
+            }
+            (Some(_), None) | (None, Some(_)) => None,
+            (None, None) => Some(parse_budget(&self.budget)?),
         };
         if self.micro_batch == 0 {
             return Err(invalid("micro_batch", 0, "must be at least 1"));
@@ -294,6 +309,7 @@ impl PretrainParams {
             vocab_size_from_tokenizer: self.model.vocab_size.is_none(),
             budget_seconds,
             budget_steps: self.budget_steps,
+            budget_tokens: self.budget_tokens,
             max_epochs: self.max_epochs,
             micro_batch: self.micro_batch,
             batch_size: self.batch_size.div_ceil(self.micro_batch) * self.micro_batch,
@@ -411,6 +427,8 @@ pub enum StoppedBy {
     Budget,
     /// `budget_steps` optimizer steps were taken.
     Steps,
+    /// `budget_tokens` tokens were trained on.
+    Tokens,
     /// The data ran out before the budget: `max_epochs` passes were read, or the corpus holds
     /// fewer rows than one micro-batch. The schedule did not finish.
     Data,
@@ -423,10 +441,13 @@ pub struct PretrainSummary {
     pub arch: String,
     /// Scalar parameters of the MLM model (tied decoder counted once).
     pub parameters: usize,
-    /// Wall-clock budget in seconds (`null` for a step budget).
+    /// Wall-clock budget in seconds (`null` for a step or token budget).
     pub budget_seconds: Option<f64>,
     /// Step budget.
     pub budget_steps: Option<u64>,
+    /// Token budget.
+    #[serde(default)]
+    pub budget_tokens: Option<u64>,
     /// Optimizer steps.
     pub steps: u64,
     /// Forward/backward passes (micro-batches).

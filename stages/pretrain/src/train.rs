@@ -255,9 +255,9 @@ pub fn run_pretrain_with(
         ));
     }
 
-    match resolved.budget_steps {
-        Some(n) => progress.set_length(n),
-        None => progress.set_length(resolved.budget_seconds.unwrap_or(0.0).ceil() as u64),
+    match (resolved.budget_steps, resolved.budget_tokens) {
+        (Some(n), _) | (None, Some(n)) => progress.set_length(n),
+        (None, None) => progress.set_length(resolved.budget_seconds.unwrap_or(0.0).ceil() as u64),
     }
 
     // The budget clock starts here, after model construction and data opening.
@@ -286,20 +286,30 @@ pub fn run_pretrain_with(
             break StoppedBy::Budget;
         }
         let now = elapsed();
-        let p = match (resolved.budget_steps, resolved.budget_seconds) {
-            (Some(n), _) => {
+        let p = match (
+            resolved.budget_steps,
+            resolved.budget_tokens,
+            resolved.budget_seconds,
+        ) {
+            (Some(n), _, _) => {
                 if state.step >= n {
                     break StoppedBy::Steps;
                 }
                 state.step as f64 / n as f64
             }
-            (None, Some(b)) => {
+            (None, Some(n), _) => {
+                if state.tokens >= n {
+                    break StoppedBy::Tokens;
+                }
+                state.tokens as f64 / n as f64
+            }
+            (None, None, Some(b)) => {
                 if now >= b {
                     break StoppedBy::Budget;
                 }
                 now / b
             }
-            (None, None) => unreachable!("resolve sets one budget"),
+            (None, None, None) => unreachable!("resolve sets one budget"),
         };
         let accum = accumulation_steps(p, m, resolved.batch_size, resolved.ramp_fraction);
         let lr = resolved.schedule.lr(resolved.lr, p);
@@ -451,6 +461,7 @@ pub fn run_pretrain_with(
         let finishing = budget_spent
             || data_ended
             || resolved.budget_steps.is_some_and(|n| state.step >= n)
+            || resolved.budget_tokens.is_some_and(|n| state.tokens >= n)
             || resolved
                 .budget_seconds
                 .is_some_and(|b| state.elapsed_seconds >= b);
@@ -474,19 +485,24 @@ pub fn run_pretrain_with(
             last_log = (Instant::now(), state.tokens);
         }
 
-        match resolved.budget_steps {
-            Some(_) => progress.set_position(state.step),
-            None => progress.set_position(state.elapsed_seconds as u64),
+        match (resolved.budget_steps, resolved.budget_tokens) {
+            (Some(_), _) => progress.set_position(state.step),
+            (None, Some(n)) => progress.set_position(state.tokens.min(n)),
+            (None, None) => progress.set_position(state.elapsed_seconds as u64),
         }
         let budget_text = match (resolved.budget_steps, resolved.budget_seconds) {
             (Some(n), _) => format!("{}/{} steps", state.step, n),
+            (None, None) => format!(
+                "{}/{} tokens",
+                state.tokens,
+                resolved.budget_tokens.unwrap_or_default()
+            ),
             (None, Some(b)) => format!(
                 "{} of {} ({} left)",
                 fmt_duration(state.elapsed_seconds),
                 fmt_duration(b),
                 fmt_duration(b - state.elapsed_seconds)
             ),
-            _ => String::new(),
         };
         progress.set_message(format!(
             "step {} | loss {:.4} | lr {:.2e} | bs {} | {:.0} tok/s | epoch {:.2} | {}",
@@ -537,6 +553,7 @@ pub fn run_pretrain_with(
         parameters,
         budget_seconds: resolved.budget_seconds,
         budget_steps: resolved.budget_steps,
+        budget_tokens: resolved.budget_tokens,
         steps: state.step,
         micro_steps: state.micro_steps,
         tokens: state.tokens,

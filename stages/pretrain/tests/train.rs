@@ -401,3 +401,49 @@ fn runs_with_dropout_on_are_reproducible() {
     );
     assert_ne!(sa.final_loss, sc.final_loss);
 }
+
+#[test]
+fn a_token_budget_stops_at_the_first_step_that_reaches_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("seqs");
+    corpus(&data, 600);
+    let mut params = small_params();
+    params.budget_steps = None;
+    params.budget = "1s".into();
+    // 20 steps of 16 sequences of 32 tokens and a bit: the 21st step reaches it.
+    let budget = 20 * 16 * SEQ as u64 + 7;
+    params.budget_tokens = Some(budget);
+    let s = run(&params, &data, &tmp.path().join("w"), &tmp.path().join("o"));
+    assert_eq!(s.stopped_by, StoppedBy::Tokens);
+    assert_eq!(s.budget_tokens, Some(budget));
+    assert!(
+        s.budget_seconds.is_none(),
+        "the token budget replaces the clock"
+    );
+    assert!(s.tokens >= budget, "{} of {budget}", s.tokens);
+    let per_step = s.tokens / s.steps;
+    assert!(
+        s.tokens < budget + per_step,
+        "stopped at the first step past it"
+    );
+    // The schedule ran on tokens: the last step's learning rate is the budget-triangle's
+    // value near the end, far below the peak.
+    assert!(s.final_lr.unwrap() < 0.2 * s.peak_lr, "{:?}", s.final_lr);
+
+    // Same data, same run: a token budget is as deterministic as a step budget.
+    let again = run(
+        &params,
+        &data,
+        &tmp.path().join("w2"),
+        &tmp.path().join("o2"),
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("o/model.safetensors")).unwrap(),
+        std::fs::read(tmp.path().join("o2/model.safetensors")).unwrap()
+    );
+    assert_eq!(again.tokens, s.tokens);
+
+    params.budget_steps = Some(5);
+    let err = cram_pretrain::PretrainParams::resolve(&params).unwrap_err();
+    assert!(err.to_string().contains("budget_steps"), "{err}");
+}

@@ -582,13 +582,23 @@ fn pretrain_section(
             ),
             (
                 "Budget".into(),
-                Cell::text(match (p.budget_seconds(), num(s, "budget_steps")) {
-                    (Some(b), _) => format!("{} wall clock", fmt::duration(b)),
-                    (None, Some(steps)) => {
-                        format!("{} steps (no wall-clock budget)", fmt::int(steps))
-                    }
-                    (None, None) => NA.to_string(),
-                }),
+                Cell::text(
+                    match (
+                        p.budget_seconds(),
+                        num(s, "budget_steps"),
+                        num(s, "budget_tokens"),
+                    ) {
+                        (Some(b), _, _) => format!("{} wall clock", fmt::duration(b)),
+                        (None, Some(steps), _) => {
+                            format!("{} steps (no wall-clock budget)", fmt::int(steps))
+                        }
+                        (None, None, Some(tokens)) => format!(
+                            "{} tokens (equal data across machines; no wall-clock budget)",
+                            fmt::int(tokens)
+                        ),
+                        (None, None, None) => NA.to_string(),
+                    },
+                ),
             ),
             (
                 "Training wall clock".into(),

@@ -81,6 +81,11 @@ pub fn training_notes(p: &Pretrain, repeat_threshold: f64) -> Vec<TrainingNote> 
             (None, _, Some(n)) => {
                 format!(" after {} of its {} steps", fmt::int(steps), fmt::int(n))
             }
+            (None, _, None) if num(s, "budget_tokens").is_some() => format!(
+                " after {} of its {} tokens",
+                fmt::opt(num(s, "tokens"), fmt::int),
+                fmt::int(num(s, "budget_tokens").unwrap_or_default())
+            ),
             _ => String::new(),
         };
         notes.push(note(

@@ -122,15 +122,26 @@ fn budget_rule(pretrains: &[Pretrain]) -> RuleCheck {
                     fmt::duration(budget)
                 ),
             ),
-            (None, wall) => (
-                RuleStatus::Warn,
-                format!(
-                    "`{}` trained by step count ({} steps, {}), not against a wall-clock budget",
-                    p.name,
-                    fmt::opt(crate::data::num(&p.summary, "steps"), fmt::int),
-                    fmt::opt(wall, fmt::duration)
+            (None, wall) => match crate::data::num(&p.summary, "budget_tokens") {
+                Some(tokens) => (
+                    RuleStatus::Warn,
+                    format!(
+                        "`{}` trained to a token budget ({} tokens, {}), not against a wall-clock budget",
+                        p.name,
+                        fmt::int(tokens),
+                        fmt::opt(wall, fmt::duration)
+                    ),
                 ),
-            ),
+                None => (
+                    RuleStatus::Warn,
+                    format!(
+                        "`{}` trained by step count ({} steps, {}), not against a wall-clock budget",
+                        p.name,
+                        fmt::opt(crate::data::num(&p.summary, "steps"), fmt::int),
+                        fmt::opt(wall, fmt::duration)
+                    ),
+                ),
+            },
         };
         if status == RuleStatus::Pass && p.budget_seconds().is_some_and(|b| b != 86400.0) {
             reason.push_str(" (the paper's budget is 24 h)");
