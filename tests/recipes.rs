@@ -157,6 +157,10 @@ fn sanity_recipe_runs_end_to_end_then_caches_then_reruns_only_what_changed() {
     assert!(md.contains("crammed-bert v2 (Pile, A6000, 24 h), paper"));
     assert!(md.contains("| this run (sanity) |"));
     assert!(html.contains("<svg"), "plots are inlined");
+    // The held-out loss (rows `tokenize` kept aside, fixed masks), as a fact and a curve.
+    assert!(md.contains("**Held-out loss:**"), "{md}");
+    assert!(md.contains("held-out rows, fixed masks"), "{md}");
+    assert!(md.contains("Held-out loss against tokens seen"), "{md}");
 
     // The tiny model learned something: its final MLM loss is well below
     // the uniform guess over the vocabulary.

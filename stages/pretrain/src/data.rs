@@ -415,6 +415,18 @@ fn ids_reader(
     })
 }
 
+/// Every row of `seqs`, in order, as one flat list of ids (for small inputs such as the
+/// held-out rows).
+pub fn read_all_rows(seqs: &Sequences) -> Result<Vec<u32>, PretrainError> {
+    let mut out = Vec::with_capacity(seqs.total_rows as usize * seqs.seq_len);
+    for shard in &seqs.shards {
+        for batch in ids_reader(&shard.path, |b| b)? {
+            append_ids(batch, &shard.path, seqs.seq_len, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
 /// Rows decoded per Parquet read, and per chunk handed on from a reshuffled window.
 const READ_BATCH_ROWS: usize = 1024;
 

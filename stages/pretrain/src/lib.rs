@@ -48,6 +48,7 @@ pub mod checkpoint;
 pub mod collator;
 pub mod data;
 pub mod error;
+pub mod heldout;
 pub mod optim;
 pub mod params;
 pub mod passes;

@@ -83,6 +83,10 @@ pub struct PretrainParams {
     /// Optimizer steps between lines of `metrics.jsonl` (the first and last step are always
     /// logged).
     pub log_every: u64,
+    /// Optimizer steps between evaluations of the held-out loss (on the `pack` stage's
+    /// held-out rows, with fixed masks; always at the end too); 0: only at the end. The
+    /// evaluations pause the budget clock.
+    pub heldout_every: u64,
 }
 
 impl Default for PretrainParams {
@@ -113,6 +117,7 @@ impl Default for PretrainParams {
             cpu_shards: DEFAULT_CPU_SHARDS,
             checkpoint_every: 30.0,
             log_every: 100,
+            heldout_every: 1000,
         }
     }
 }
@@ -173,6 +178,8 @@ pub struct ResolvedPretrain {
     pub cpu_shards: usize,
     /// Checkpoint interval in minutes.
     pub checkpoint_every: f64,
+    /// Held-out evaluation interval in steps (0: at the end only).
+    pub heldout_every: u64,
     /// Logging interval in steps.
     pub log_every: u64,
 }
@@ -329,6 +336,7 @@ impl PretrainParams {
             cpu_shards: self.cpu_shards,
             checkpoint_every: self.checkpoint_every,
             log_every: self.log_every,
+            heldout_every: self.heldout_every,
         })
     }
 }
@@ -367,20 +375,27 @@ pub struct MetricsLine {
     pub tokens_per_second: f64,
     /// Passes over the packed rows so far (sequences trained on ÷ rows).
     pub epochs: f64,
+    /// The held-out loss after this step, on the steps it was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout_loss: Option<f64>,
 }
 
 impl MetricsLine {
     /// The line as `metrics.jsonl` holds it: what the data, the parameters
     /// and the seed determine (step, tokens, loss, lr, batch size, epochs).
     pub fn record(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "step": self.step,
             "tokens": self.tokens,
             "loss": self.loss,
             "lr": self.lr,
             "batch_size": self.batch_size,
             "epochs": self.epochs,
-        })
+        });
+        if let Some(h) = self.heldout_loss {
+            v["heldout_loss"] = serde_json::json!(h);
+        }
+        v
     }
 
     /// The line's timings.
@@ -460,6 +475,13 @@ pub struct PretrainSummary {
     pub final_loss: Option<f64>,
     /// Loss of the first step.
     pub initial_loss: Option<f64>,
+    /// Mean MLM loss on the held-out rows after the last step (fixed masks; `null` when the
+    /// input has no held-out rows).
+    #[serde(default)]
+    pub heldout_loss: Option<f64>,
+    /// Held-out rows it was measured on.
+    #[serde(default)]
+    pub heldout_rows: usize,
     /// The device, as burn names it.
     pub device: String,
     /// The backend: `flex`, `cuda` or `vulkan`.

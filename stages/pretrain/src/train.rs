@@ -92,6 +92,9 @@ fn mask_seed(seed: u64) -> u64 {
     seed ^ 0x6d6c_6d5f_6d61_736b // "mlm_mask"
 }
 
+/// Mixed into the mask seed for the held-out rows' fixed masks ("heldout!").
+const HELDOUT_MASK_SEED: u64 = 0x6865_6c64_6f75_7421;
+
 /// The seed of the backend's random stream (dropout masks) for optimizer step `step`: reseeded
 /// every step, so that a resumed run draws what an uninterrupted one would (the stream's state
 /// itself cannot be saved).
@@ -241,6 +244,12 @@ pub fn run_pretrain_with(
             .map(|e| (e * rows as f64).floor() as u64),
     };
     let reader = Reader::spawn(&seqs, span, m, collator, PREFETCH)?;
+    let heldout = crate::heldout::Heldout::open(
+        sequences_dir,
+        &collator,
+        mask_seed(seed) ^ HELDOUT_MASK_SEED,
+        m,
+    )?;
     let epochs = |sequences: u64| {
         if rows > 0 {
             sequences as f64 / rows as f64
@@ -263,7 +272,16 @@ pub fn run_pretrain_with(
     // The budget clock starts here, after model construction and data opening.
     let start = Instant::now();
     let spent_before = state.elapsed_seconds;
-    let elapsed = || spent_before + start.elapsed().as_secs_f64();
+    // Held-out evaluations are not training: the budget clock stops while they run.
+    let paused = std::cell::Cell::new(0.0f64);
+    let elapsed = || spent_before + start.elapsed().as_secs_f64() - paused.get();
+    let evaluate = |model: &MlmModel| -> Option<f64> {
+        let h = heldout.as_ref()?;
+        let t0 = Instant::now();
+        let loss = h.loss(model, &device);
+        paused.set(paused.get() + t0.elapsed().as_secs_f64());
+        Some(loss)
+    };
     let mut last_checkpoint = Instant::now();
     let mut last_log = (Instant::now(), state.tokens);
     let checkpoint_every =
@@ -471,7 +489,14 @@ pub fn run_pretrain_with(
         } else {
             0.0
         };
-        if state.step == 1 || state.step % resolved.log_every == 0 || finishing {
+        let eval_now =
+            !finishing && resolved.heldout_every > 0 && state.step % resolved.heldout_every == 0;
+        let heldout_loss = if eval_now || finishing {
+            evaluate(&model)
+        } else {
+            None
+        };
+        if state.step == 1 || state.step % resolved.log_every == 0 || finishing || eval_now {
             metrics.push(MetricsLine {
                 step: state.step,
                 elapsed_seconds: state.elapsed_seconds,
@@ -481,6 +506,7 @@ pub fn run_pretrain_with(
                 batch_size: accum * m,
                 tokens_per_second: tps,
                 epochs: epochs(state.sequences),
+                heldout_loss,
             });
             last_log = (Instant::now(), state.tokens);
         }
@@ -541,6 +567,13 @@ pub fn run_pretrain_with(
     };
     reader.join()?;
     let wall_seconds = elapsed();
+    // The held-out loss of the final model (measured already when the last step knew it was
+    // the last).
+    let heldout_loss = match metrics.last() {
+        Some(last) if last.step == state.step && last.heldout_loss.is_some() => last.heldout_loss,
+        _ if state.step > 0 => evaluate(&model),
+        _ => None,
+    };
 
     // The finished entry.
     cram_model::save_mlm(&model, &config, &out_dir.join("model.safetensors"))?;
@@ -560,6 +593,8 @@ pub fn run_pretrain_with(
         sequences: state.sequences,
         final_loss: state.last_loss,
         initial_loss: state.initial_loss,
+        heldout_loss,
+        heldout_rows: heldout.as_ref().map_or(0, |h| h.rows),
         device: devices
             .iter()
             .map(|d| format!("{d:?}"))

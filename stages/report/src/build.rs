@@ -264,10 +264,13 @@ pub fn build(
     }
     if let Some(p) = run.main_pretrain() {
         lead.push(t(format!(
-            "Pretraining: {} of training, {} tokens, final loss {}. ",
+            "Pretraining: {} of training, {} tokens, final loss {}{}. ",
             fmt::opt(p.wall_seconds(), fmt::duration),
             fmt::opt(num(&p.summary, "tokens"), fmt::int),
-            fmt::opt(num(&p.summary, "final_loss"), fmt::number)
+            fmt::opt(num(&p.summary, "final_loss"), fmt::number),
+            num(&p.summary, "heldout_loss")
+                .map(|h| format!(", held-out loss {}", fmt::number(h)))
+                .unwrap_or_default()
         )));
     }
     if !notes.is_empty() {
@@ -624,6 +627,18 @@ fn pretrain_section(
                 "Final loss".into(),
                 Cell::text(fmt::opt(num(s, "final_loss"), fmt::number)),
             ),
+            (
+                "Held-out loss".into(),
+                Cell::text(match (num(s, "heldout_loss"), num(s, "heldout_rows")) {
+                    (Some(h), Some(r)) => format!(
+                        "{} ({} held-out rows, fixed masks)",
+                        fmt::number(h),
+                        fmt::int(r)
+                    ),
+                    (Some(h), None) => fmt::number(h),
+                    _ => "n/a (the packed input has no held-out rows)".to_string(),
+                }),
+            ),
             ("Stopped by".into(), Cell::text(text_or_na("stopped_by"))),
             (
                 "Last learning rate".into(),
@@ -698,6 +713,25 @@ fn pretrain_section(
                     steps: false,
                 },
                 format!("plots/{slug}-loss-tokens.svg"),
+                plot_files,
+            )?);
+        }
+        let heldout: Vec<(f64, f64)> = p
+            .points
+            .iter()
+            .filter_map(|x| Some((x.tokens?, x.heldout_loss?)))
+            .collect();
+        if !heldout.is_empty() {
+            blocks.push(plot_block(
+                params,
+                LinePlot {
+                    caption: "Held-out loss against tokens seen (fixed masks; compare runs by this)",
+                    x_label: "tokens",
+                    y_label: "held-out MLM loss",
+                    points: heldout,
+                    steps: false,
+                },
+                format!("plots/{slug}-heldout-tokens.svg"),
                 plot_files,
             )?);
         }

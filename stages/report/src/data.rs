@@ -158,6 +158,8 @@ pub struct MetricPoint {
     pub batch_size: Option<f64>,
     /// Throughput.
     pub tokens_per_second: Option<f64>,
+    /// The held-out loss, on the steps it was evaluated.
+    pub heldout_loss: Option<f64>,
 }
 
 /// Reads `metrics.jsonl`; an empty list when the file does not exist.
@@ -194,6 +196,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricPoint>, ReportError> {
             lr: num(&v, "lr"),
             batch_size: num(&v, "batch_size"),
             tokens_per_second: num(&v, "tokens_per_second"),
+            heldout_loss: num(&v, "heldout_loss"),
         });
     }
     Ok(points)

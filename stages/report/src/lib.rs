@@ -97,6 +97,9 @@ pub struct ReportSummary {
     pub pretrain_stage: Option<String>,
     /// Its final training loss.
     pub final_loss: Option<f64>,
+    /// Its held-out loss after the last step (fixed masks), if it measured one.
+    #[serde(default)]
+    pub heldout_loss: Option<f64>,
     /// The rules check, one line per rule.
     pub rules: Vec<RuleCheck>,
     /// Whether no rule failed (the scores can be set beside the paper's).
@@ -123,6 +126,7 @@ impl ReportSummary {
             "glue_tasks": self.glue_tasks,
             "pretrain_stage": self.pretrain_stage,
             "final_loss": self.final_loss,
+            "heldout_loss": self.heldout_loss,
             "stages": self.stages,
         })
     }
@@ -236,6 +240,9 @@ pub fn run_report(
             data::num(&p.summary, "final_loss")
                 .or_else(|| p.points.iter().rev().find_map(|x| x.loss))
         }),
+        heldout_loss: run
+            .main_pretrain()
+            .and_then(|p| data::num(&p.summary, "heldout_loss")),
         rules: built.rules,
         comparable_to_paper: comparable,
         warnings: built.notes.iter().map(|n| n.text.clone()).collect(),

@@ -15,6 +15,7 @@
 //!   ([`read_sequences`], [`read_sequences_summary`]) for the pretrain stage.
 
 pub mod fast;
+pub mod heldout;
 pub mod pack;
 pub mod sequences;
 pub mod tokenizer;

@@ -52,7 +52,7 @@ use crate::tokenizer::{TOKENIZER_FILE, TokenizerError, load_tokenizer, special_i
 
 /// Bumped whenever a change to the code changes the bytes the `pack` kind
 /// writes.
-pub const CODE_VERSION: u32 = 1;
+pub const CODE_VERSION: u32 = 2;
 
 /// Order of the packed rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -84,6 +84,10 @@ pub struct PackParams {
     /// Memory budget of one shuffle bucket for `randomized` (bytes of packed
     /// ids held at once).
     pub shuffle_memory_bytes: u64,
+    /// Rows of held-out text for pretraining's held-out loss: whole documents (a seeded
+    /// choice) are packed into `heldout/part-*.parquet` instead of the training rows, until
+    /// this many rows are full (at most a twentieth of the corpus). 0 holds nothing out.
+    pub heldout_rows: u64,
     /// Encode with the hand-written WordPiece fast path when the tokenizer
     /// is the default WordPiece configuration (same ids as `tokenizers`,
     /// checked by the `pack` benchmark on the enwiki sample); `false`
@@ -99,6 +103,7 @@ impl Default for PackParams {
             max_sequences: None,
             shard_bytes: DEFAULT_SHARD_BYTES,
             shuffle_memory_bytes: 1 << 30,
+            heldout_rows: 512,
             fast_wordpiece: true,
         }
     }
@@ -139,6 +144,17 @@ pub struct PackSummary {
     pub period_id: Option<u32>,
     /// Whether the hand-written WordPiece fast path encoded.
     pub fast_wordpiece: bool,
+    /// Held-out rows written to `heldout/` (none of their documents is in the training rows).
+    #[serde(default)]
+    pub heldout_rows: u64,
+    /// Documents held out.
+    #[serde(default)]
+    pub heldout_documents: u64,
+    /// Tokens of the held-out documents, each with its `[SEP]` (they are not in the
+    /// training rows: `tokens + documents = rows × seq_length + dropped_tokens +
+    /// heldout_tokens`).
+    #[serde(default)]
+    pub heldout_tokens: u64,
     /// Wall-clock seconds of the stage. Not written to `summary.json`: the
     /// output must be the same bytes on every run, so that an unchanged
     /// rerun stops cache invalidation (the engine's manifest keeps the time).
@@ -559,6 +575,17 @@ pub fn run_pack(
         .map_err(io(out_dir))?;
     let mut writer = ShardWriter::new(out_dir, seq_length, dtype, params.shard_bytes);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7061_636b);
+    // About 4 bytes of text per token: the rows the corpus will give, to size
+    // the held-out share.
+    let estimated_rows = estimate_text_bytes(documents_dir)? / (4 * seq_length as u64);
+    let mut heldout = crate::heldout::HeldoutPicker::new(
+        out_dir,
+        params.heldout_rows,
+        estimated_rows,
+        seq_length,
+        dtype,
+        seed,
+    )?;
     let mut sink = match params.ordering {
         RowOrdering::None => Sink::Direct,
         RowOrdering::Randomized => {
@@ -615,13 +642,18 @@ pub fn run_pack(
                     },
                     other => other,
                 })?;
+                let first = documents;
                 documents += batch.len() as u64;
                 text_bytes += batch.iter().map(|t| t.len() as u64).sum::<u64>();
                 unks += batch_unks;
                 progress.inc(batch.len() as u64);
                 let mut more = true;
-                for doc in encoded {
+                for (j, doc) in encoded.into_iter().enumerate() {
                     tokens += doc.len() as u64 - 1;
+                    if heldout.takes(first + j as u64) {
+                        heldout.push(&doc)?;
+                        continue;
+                    }
                     pending.extend_from_slice(&doc);
                     let full = pending.len() / seq_length * seq_length;
                     for row in pending[..full].chunks_exact(seq_length) {
@@ -681,6 +713,7 @@ pub fn run_pack(
         }
     }
     let shards = writer.finish()?;
+    let held = heldout.finish()?;
     drop(scratch);
     let rows = rows_written(out_dir, &shards)?;
 
@@ -708,6 +741,9 @@ pub fn run_pack(
         pad_id: ids.pad,
         period_id: period,
         fast_wordpiece: fast.is_some(),
+        heldout_rows: held.rows,
+        heldout_documents: held.documents,
+        heldout_tokens: held.tokens,
         seconds,
         mb_per_second: if seconds > 0.0 {
             text_bytes as f64 / 1e6 / seconds

@@ -271,10 +271,13 @@ fn pack_none_roundtrips_text_and_counts_rows() {
         seq_length: 16,
         ordering: RowOrdering::None,
         shard_bytes: 4096,
+        heldout_rows: 0,
         ..PackParams::default()
     };
     let summary = pack(&docs_dir, &tok_path, &params, &out).unwrap();
     assert_eq!(summary.documents, 300);
+    assert_eq!(summary.heldout_rows, 0);
+    assert!(!out.join("heldout").exists());
     assert_eq!(summary.rows, (summary.tokens + summary.documents) / 16);
     assert_eq!(
         summary.dropped_tokens,
@@ -708,4 +711,39 @@ print(json.dumps([t.encode(x).ids for x in json.loads(sys.argv[2])]))
             assert_eq!(theirs, ours, "{model:?}: Python encodes otherwise");
         }
     }
+}
+
+#[test]
+fn pack_holds_out_whole_documents_in_rows_of_their_own() {
+    let docs = corpus(600);
+    let (tmp, docs_dir, tok_path) = setup(&docs, 200);
+    let params = PackParams {
+        seq_length: 16,
+        ordering: RowOrdering::Randomized,
+        heldout_rows: 30,
+        ..PackParams::default()
+    };
+    let a = tmp.path().join("a");
+    let s = pack(&docs_dir, &tok_path, &params, &a).unwrap();
+    assert!(s.heldout_rows > 0 && s.heldout_rows <= 30, "{s:?}");
+    assert!(s.heldout_documents > 0);
+    let held = all_rows(&a.join("heldout"));
+    assert_eq!(held.len() as u64, s.heldout_rows);
+    // Every token is in exactly one place: the training rows, the dropped
+    // tail, or the held-out documents.
+    assert_eq!(
+        s.tokens + s.documents,
+        s.rows * 16 + s.dropped_tokens + s.heldout_tokens,
+        "{s:?}"
+    );
+    assert!(s.heldout_tokens >= s.heldout_rows * 16);
+    // The training rows do not include the held-out rows' directory.
+    assert_eq!(all_rows(&a).len() as u64, s.rows);
+    // Seeded: the same choice again.
+    let b = tmp.path().join("b");
+    pack(&docs_dir, &tok_path, &params, &b).unwrap();
+    assert_eq!(
+        std::fs::read(a.join("heldout/part-00000.parquet")).unwrap(),
+        std::fs::read(b.join("heldout/part-00000.parquet")).unwrap()
+    );
 }
