@@ -161,6 +161,10 @@ fn sanity_recipe_runs_end_to_end_then_caches_then_reruns_only_what_changed() {
     assert!(md.contains("**Held-out loss:**"), "{md}");
     assert!(md.contains("held-out rows, fixed masks"), "{md}");
     assert!(md.contains("Held-out loss against tokens seen"), "{md}");
+    // And the power-law fit of the loss against compute, taken out to 24 h.
+    assert!(md.contains("**Scaling fit:** "), "{md}");
+    assert!(md.contains("· C^−"), "{md}");
+    assert!(md.contains("at 24 h of this run's throughput"), "{md}");
 
     // The tiny model learned something: its final MLM loss is well below
     // the uniform guess over the vocabulary.

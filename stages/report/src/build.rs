@@ -639,6 +639,10 @@ fn pretrain_section(
                     _ => "n/a (the packed input has no held-out rows)".to_string(),
                 }),
             ),
+            (
+                "Scaling fit".into(),
+                Cell::text(crate::scaling::describe(p)),
+            ),
             ("Stopped by".into(), Cell::text(text_or_na("stopped_by"))),
             (
                 "Last learning rate".into(),

@@ -27,6 +27,7 @@ mod notes;
 mod plots;
 mod records;
 mod rules;
+mod scaling;
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,9 @@ pub struct ReportSummary {
     /// Its held-out loss after the last step (fixed masks), if it measured one.
     #[serde(default)]
     pub heldout_loss: Option<f64>,
+    /// The exponent `b` of its loss curve's power-law fit `L = a · C^(−b)` against compute.
+    #[serde(default)]
+    pub scaling_exponent: Option<f64>,
     /// The rules check, one line per rule.
     pub rules: Vec<RuleCheck>,
     /// Whether no rule failed (the scores can be set beside the paper's).
@@ -127,6 +131,7 @@ impl ReportSummary {
             "pretrain_stage": self.pretrain_stage,
             "final_loss": self.final_loss,
             "heldout_loss": self.heldout_loss,
+            "scaling_exponent": self.scaling_exponent,
             "stages": self.stages,
         })
     }
@@ -243,6 +248,10 @@ pub fn run_report(
         heldout_loss: run
             .main_pretrain()
             .and_then(|p| data::num(&p.summary, "heldout_loss")),
+        scaling_exponent: run
+            .main_pretrain()
+            .and_then(scaling::fit_run)
+            .map(|(law, _)| law.b),
         rules: built.rules,
         comparable_to_paper: comparable,
         warnings: built.notes.iter().map(|n| n.text.clone()).collect(),
