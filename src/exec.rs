@@ -502,14 +502,15 @@ fn try_run_stage(
 
 /// Runs (or reuses) a sub-unit of a stage that is cached on its own, such
 /// as one GLUE task: its key is made of `kind`, `code_version` and
-/// `material`; `body` fills the output directory and returns metrics.
+/// `material`; `body` fills the output directory (and may write run facts
+/// into the run directory it is given second) and returns metrics.
 pub fn cached_unit(
     ctx: &StageContext<'_>,
     unit: &str,
     kind: &str,
     code_version: u32,
     material: Value,
-    body: impl FnOnce(&std::path::Path) -> Result<Value>,
+    body: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<Value>,
 ) -> Result<Entry> {
     let key = hash_json(&json!({
         "unit_kind": kind,
@@ -564,7 +565,7 @@ pub fn cached_unit(
     let mut manifest = manifest(now_rfc3339());
     let t0 = Instant::now();
     let out = staging.out_dir();
-    match body(&out) {
+    match body(&out, &staging.run_dir()) {
         Ok(metrics) => {
             manifest.finished_at = now_rfc3339();
             manifest.wall_seconds = t0.elapsed().as_secs_f64();

@@ -23,4 +23,5 @@ pub mod plan;
 pub mod registry;
 pub mod reproduce;
 pub mod store;
+pub mod tensorboard;
 pub mod ui;

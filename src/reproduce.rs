@@ -254,15 +254,15 @@ pub(crate) fn rerun_unit(
     root: &Path,
     unit: &str,
     mut manifest: Manifest,
-    body: impl FnOnce(&Path) -> Result<Value>,
+    body: impl FnOnce(&Path, &Path) -> Result<Value>,
 ) -> Result<Entry> {
     let dir = root.join(unit);
-    let out = dir.join("out");
-    for d in [&out, &dir.join(RUN_DIR)] {
+    let (out, run) = (dir.join("out"), dir.join(RUN_DIR));
+    for d in [&out, &run] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     let t0 = std::time::Instant::now();
-    manifest.metrics = body(&out)?;
+    manifest.metrics = body(&out, &run)?;
     manifest.files = hash_tree(&out)?;
     manifest.output_hash = output_hash(&manifest.files);
     manifest.finished_at = now_rfc3339();

@@ -510,3 +510,114 @@ fn a_token_budget_pipeline_pins_and_the_report_names_the_budget() {
     q.run_ok(&["run", "p.toml", "--until", "pretrain"], 1);
     assert_eq!(q.pins()["pretrain"], p.pins()["pretrain"]);
 }
+
+/// Runs `script` with python3 if it can import `modules`; `None` (a skip)
+/// otherwise, unless CRAM_REQUIRE_PYTHON=1 makes that a failure.
+fn python(modules: &str, script: &str, args: &[&str]) -> Option<String> {
+    let probe = Command::new("python3")
+        .arg("-c")
+        .arg(format!("import {modules}"))
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CRAM_REQUIRE_PYTHON").as_deref() != Ok("1"),
+            "CRAM_REQUIRE_PYTHON=1 but `python3 -c 'import {modules}'` fails"
+        );
+        println!("SKIP: python3 with {modules} not available");
+        return None;
+    }
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn tensorboard_reads_the_event_files_of_pretraining_and_glue() {
+    let hub = Hub::start();
+    let p = Project::new(&hub);
+    p.run_ok(&["run", "p.toml", "--until", "glue"], 2);
+    let entry = |key: &str| p.dir.path().join("cache/entries").join(key);
+    let pretrain = entry(&p.pins()["pretrain"].1);
+    let glue = read_json(&entry(&p.pins()["glue"].1).join("manifest.json"));
+    let task = entry(glue["units"][0]["key"].as_str().unwrap());
+    for dir in [&pretrain, &task] {
+        assert!(
+            dir.join("run/tensorboard/events.out.tfevents.0.cram")
+                .is_file(),
+            "{}",
+            dir.display()
+        );
+        assert!(
+            !dir.join("out/tensorboard").exists(),
+            "not in the hashed output"
+        );
+    }
+    let script = r#"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+out = {}
+for d in sys.argv[1:]:
+    ea = EventAccumulator(d)
+    ea.Reload()
+    out[d] = {t: [[e.step, e.value] for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+print(json.dumps(out))
+"#;
+    let dirs = [
+        pretrain.join("run/tensorboard"),
+        task.join("run/tensorboard"),
+    ];
+    let args: Vec<&str> = dirs.iter().map(|d| d.to_str().unwrap()).collect();
+    let Some(out) = python("tensorboard", script, &args) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pre = &v[args[0]];
+    for tag in [
+        "train/loss",
+        "train/lr",
+        "train/batch_size",
+        "train/tokens_per_second",
+        "train/grad_norm",
+        "heldout/loss",
+    ] {
+        assert!(
+            pre[tag].as_array().is_some_and(|a| !a.is_empty()),
+            "{tag}: {pre}"
+        );
+    }
+    // The losses are those of metrics.jsonl, step for step (as f32).
+    let metrics = std::fs::read_to_string(pretrain.join("out/metrics.jsonl")).unwrap();
+    let want: Vec<(u64, f64)> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64().unwrap()))
+        .collect();
+    let got: Vec<(u64, f64)> = pre["train/loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[0].as_u64().unwrap(), e[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for ((gs, gl), (ws, wl)) in got.iter().zip(&want) {
+        assert_eq!(gs, ws);
+        assert!((gl - wl).abs() < 1e-5 * wl.abs().max(1.0), "{gl} vs {wl}");
+    }
+    let glue_tags = &v[args[1]];
+    assert!(
+        glue_tags["dev/accuracy"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1),
+        "{glue_tags}"
+    );
+    assert!(glue_tags["train/loss"].is_array(), "{glue_tags}");
+}

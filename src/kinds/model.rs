@@ -79,8 +79,81 @@ impl Kind for Pretrain {
         // The per-step timings go to the run directory, the totals to the
         // manifest: neither is part of the hashed checkpoint.
         cram_pretrain::write_timeline(&ctx.run_dir.join(TIMELINE_FILE), &s.timings.timeline)?;
+        write_pretrain_events(ctx.run_dir, &s)?;
         summary_with_timings(&s, &s.timings)
     }
+}
+
+/// TensorBoard scalars of a pretraining run: loss, held-out loss, learning
+/// rate, batch size, throughput and gradient norm per logged step.
+fn write_pretrain_events(
+    run_dir: &std::path::Path,
+    s: &cram_pretrain::PretrainSummary,
+) -> Result<()> {
+    use crate::tensorboard::{Scalar, now, write_scalars};
+    let start = now() - s.timings.wall_seconds;
+    let mut scalars = Vec::new();
+    for line in &s.log {
+        let at = |tag: &str, value: f64| Scalar {
+            tag: tag.to_string(),
+            step: line.step as i64,
+            wall_time: start + line.elapsed_seconds,
+            value,
+        };
+        scalars.push(at("train/loss", line.loss));
+        scalars.push(at("train/lr", line.lr));
+        scalars.push(at("train/batch_size", line.batch_size as f64));
+        scalars.push(at("train/tokens_per_second", line.tokens_per_second));
+        if let Some(g) = line.grad_norm {
+            scalars.push(at("train/grad_norm", g));
+        }
+        if let Some(h) = line.heldout_loss {
+            scalars.push(at("heldout/loss", h));
+        }
+    }
+    write_scalars(run_dir, &scalars)?;
+    Ok(())
+}
+
+/// TensorBoard scalars of a GLUE task: the training loss and every dev
+/// metric per epoch (from its `epochs.jsonl`).
+fn write_task_events(
+    out: &std::path::Path,
+    run_dir: &std::path::Path,
+    s: &cram_glue::TaskSummary,
+) -> Result<()> {
+    use crate::tensorboard::{Scalar, now, write_scalars};
+    let path = out.join("epochs.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut wall = now() - s.timings.seconds;
+    let mut scalars = Vec::new();
+    for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        wall += s.timings.epoch_seconds.get(i).copied().unwrap_or(0.0);
+        let epoch = v["epoch"].as_i64().unwrap_or(i as i64 + 1);
+        let mut push = |tag: String, value: f64| {
+            scalars.push(Scalar {
+                tag,
+                step: epoch,
+                wall_time: wall,
+                value,
+            })
+        };
+        if let Some(l) = v["train_loss"].as_f64() {
+            push("train/loss".into(), l);
+        }
+        if let Some(dev) = v["dev"].as_object() {
+            for (name, value) in dev {
+                if let Some(x) = value.as_f64() {
+                    push(format!("dev/{name}"), x);
+                }
+            }
+        }
+    }
+    write_scalars(run_dir, &scalars)?;
+    Ok(())
 }
 
 /// The unit name of trial `trial` of a GLUE task: the task's name for the
@@ -207,7 +280,7 @@ impl Kind for Glue {
                     TASK_UNIT,
                     cram_glue::CODE_VERSION,
                     material,
-                    |out| {
+                    |out, run| {
                         let s = cram_glue::run_task(
                             &p,
                             task,
@@ -217,6 +290,7 @@ impl Kind for Glue {
                             out,
                             ctx.progress,
                         )?;
+                        write_task_events(out, run, &s)?;
                         summary_with_timings(&s, &s.timings)
                     },
                 )?;

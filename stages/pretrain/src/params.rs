@@ -378,6 +378,9 @@ pub struct MetricsLine {
     /// The held-out loss after this step, on the steps it was evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heldout_loss: Option<f64>,
+    /// Global L2 norm of this step's gradients before clipping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
 }
 
 impl MetricsLine {
@@ -394,6 +397,9 @@ impl MetricsLine {
         });
         if let Some(h) = self.heldout_loss {
             v["heldout_loss"] = serde_json::json!(h);
+        }
+        if let Some(g) = self.grad_norm {
+            v["grad_norm"] = serde_json::json!(g);
         }
         v
     }
@@ -513,6 +519,9 @@ pub struct PretrainSummary {
     /// The run's timings (not in `summary.json`; see [`PretrainTimings`]).
     #[serde(skip)]
     pub timings: PretrainTimings,
+    /// Every logged step with its timings, for writers of other formats (TensorBoard).
+    #[serde(skip)]
+    pub log: Vec<MetricsLine>,
 }
 
 /// The device count of summaries written before data parallelism existed.

@@ -439,7 +439,7 @@ pub fn run_pretrain_with(
             grads.scale(accum as f64 / done as f64);
         }
         let accum = done;
-        let (next, _report) = optim.step(model, grads, lr);
+        let (next, report) = optim.step(model, grads, lr);
         model = next;
 
         let loss = match loss_sum {
@@ -507,6 +507,10 @@ pub fn run_pretrain_with(
                 tokens_per_second: tps,
                 epochs: epochs(state.sequences),
                 heldout_loss,
+                grad_norm: host_f32(report.grad_norm.clone())
+                    .ok()
+                    .and_then(|v| v.first().copied())
+                    .map(f64::from),
             });
             last_log = (Instant::now(), state.tokens);
         }
@@ -616,6 +620,7 @@ pub fn run_pretrain_with(
             peak_memory_bytes: peak_memory_bytes(),
             timeline: metrics.iter().map(MetricsLine::timeline).collect(),
         },
+        log: metrics.clone(),
     };
     let summary_path = out_dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary)

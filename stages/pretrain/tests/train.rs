@@ -92,7 +92,15 @@ fn tiny_model_learns_the_synthetic_language() {
     keys.sort();
     assert_eq!(
         keys,
-        ["batch_size", "epochs", "loss", "lr", "step", "tokens",]
+        [
+            "batch_size",
+            "epochs",
+            "grad_norm",
+            "loss",
+            "lr",
+            "step",
+            "tokens"
+        ]
     );
     // budget-triangle2 over 300 steps: 25 % of the peak at step 1, the peak at 75 %.
     assert!((lines[0]["lr"].as_f64().unwrap() - 0.25 * 2e-3).abs() < 1e-12);
