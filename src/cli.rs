@@ -112,6 +112,27 @@ pub enum Command {
         /// Only this stage.
         stage: Option<String>,
     },
+    /// Run every combination of a parameter grid on one cache and write a
+    /// sweep report (Markdown and self-contained HTML) comparing them.
+    ///
+    /// Stages whose key is the same across combinations run once. Each
+    /// combination keeps its own lock file in the sweep folder; a stopped
+    /// sweep picks up where it was when run again.
+    Sweep {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// One axis of the grid: STAGE.KEY=V1,V2,... (repeatable; every
+        /// combination of the axes runs, the first varying slowest).
+        #[arg(long = "grid", value_name = "STAGE.KEY=V1,V2", required = true)]
+        grid: Vec<String>,
+        /// How many independent stages of one combination may run at once.
+        #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+        jobs: usize,
+        /// The sweep folder (lock files and report) [default: FILE's name
+        /// with .sweep instead of .toml, beside it].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Compare two runs: the resolved parameters that differ, the stages
     /// whose outputs differ, and the metrics side by side with their deltas
     /// (GLUE per task, losses, tokens/s, budget).

@@ -208,6 +208,41 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(EXIT_STAGE_FAILED))
             }
         }
+        Command::Sweep {
+            pipeline: args,
+            grid,
+            jobs,
+            out: dir,
+        } => {
+            if jobs == 0 {
+                return Err(crate::diag::PipelineError::plain("-j must be at least 1").into());
+            }
+            let store = Store::open(&cache)?;
+            let ui = Ui::new(verbosity);
+            crate::interrupt::install();
+            let (summary, folder) = crate::sweep::run(
+                &crate::sweep::SweepArgs {
+                    file: args.file,
+                    set: args.set,
+                    grid,
+                    jobs,
+                    out: dir,
+                },
+                &store,
+                &ui,
+            )?;
+            out(&format!(
+                "cram sweep: {} combinations, {} failed; report {}",
+                summary.combinations,
+                summary.failed,
+                folder.join("report.html").display()
+            ));
+            Ok(if summary.failed > 0 {
+                ExitCode::from(EXIT_STAGE_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Diff { a, b, set_a, set_b } => {
             let store = Store::open(&cache)?;
             out(&crate::diff::run(&a, &b, &set_a, &set_b, &store)?);

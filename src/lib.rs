@@ -23,5 +23,6 @@ pub mod plan;
 pub mod registry;
 pub mod reproduce;
 pub mod store;
+pub mod sweep;
 pub mod tensorboard;
 pub mod ui;

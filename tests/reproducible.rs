@@ -621,3 +621,68 @@ print(json.dumps(out))
     );
     assert!(glue_tags["train/loss"].is_array(), "{glue_tags}");
 }
+
+#[test]
+fn sweep_runs_the_grid_sharing_preprocessing_and_reports_each_combination() {
+    let hub = Hub::start();
+    let p = Project::new(&hub);
+    let sweep = |extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            "p.toml",
+            "--grid",
+            "pretrain.lr=1e-3,5e-4",
+            "--set",
+            "glue.epochs=1",
+        ];
+        args.extend_from_slice(extra);
+        p.run_ok(&args, 2)
+    };
+    let first = sweep(&[]);
+    let t = text(&first);
+    assert!(t.contains("combination 1/2: pretrain.lr=1e-3"), "{t}");
+    assert!(t.contains("combination 2/2: pretrain.lr=5e-4"), "{t}");
+    // The second combination reuses every stage before pretraining.
+    let second = t.split("combination 2/2").nth(1).unwrap();
+    for stage in ["corpus", "clean", "dedup", "tokenizer", "tokenize", "rte"] {
+        assert!(
+            second.contains(&format!("cached  {stage}")),
+            "{stage}: {second}"
+        );
+    }
+    assert!(second.contains("ran     pretrain"), "{second}");
+    let dir = p.dir.path().join("p.sweep");
+    assert!(dir.join("combination-01.lock").is_file() && dir.join("combination-02.lock").is_file());
+    assert!(
+        !p.lock_path().exists(),
+        "a sweep leaves the pipeline's own lock alone"
+    );
+    let summary = read_json(&dir.join("summary.json"));
+    assert_eq!(summary["combinations"], 2);
+    assert_eq!(summary["failed"], 0);
+    let rows = summary["rows"].as_array().unwrap();
+    let losses: Vec<f64> = rows
+        .iter()
+        .map(|r| r["heldout_loss"].as_f64().unwrap())
+        .collect();
+    assert!(losses[0] != losses[1], "{losses:?}");
+    for r in rows {
+        assert!(r["glue"]["rte"].as_f64().is_some(), "{r}");
+        assert!(r["tokens"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("2 combinations of pretrain.lr"), "{md}");
+    assert!(md.contains("plots/loss.svg"), "{md}");
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("pretrain.lr=5e-4"));
+    // Run again: everything is cached.
+    let again = text(&sweep(&[]));
+    assert!(!again.contains("ran     "), "{again}");
+    // A bad value fails before anything runs.
+    let bad = p.cram(
+        &["sweep", "p.toml", "--grid", "pretrain.micro_batch=16,lots"],
+        2,
+    );
+    assert!(!bad.status.success());
+    assert!(!text(&bad).contains("combination 1/2"), "{}", text(&bad));
+}

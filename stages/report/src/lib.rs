@@ -28,6 +28,7 @@ mod plots;
 mod records;
 mod rules;
 mod scaling;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 

@@ -143,9 +143,103 @@ pub fn line_svg(plot: &LinePlot<'_>, size: (u32, u32)) -> Result<String, ReportE
     Ok(svg)
 }
 
+/// Colours of overlaid series, in order (then repeated).
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(36, 88, 179),
+    RGBColor(214, 96, 39),
+    RGBColor(46, 140, 72),
+    RGBColor(166, 52, 134),
+    RGBColor(120, 120, 120),
+    RGBColor(190, 160, 20),
+    RGBColor(20, 150, 170),
+    RGBColor(200, 40, 60),
+];
+
+/// Draws several named series over one pair of axes, with a legend.
+pub fn multi_line_svg(
+    caption: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    size: (u32, u32),
+) -> Result<String, ReportError> {
+    let err = |e: &dyn std::fmt::Display| ReportError::Plot {
+        plot: caption.to_string(),
+        message: e.to_string(),
+    };
+    let finite = |pts: &Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        pts.iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect()
+    };
+    let series: Vec<(&String, Vec<(f64, f64)>)> =
+        series.iter().map(|(n, p)| (n, finite(p))).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let all = || series.iter().flat_map(|(_, p)| p.iter().copied());
+        let x_range = range(all().map(|p| p.0), 0.0);
+        let y_range = range(all().map(|p| p.1), 0.05);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .light_line_style(RGBColor(236, 238, 242))
+            .bold_line_style(RGBColor(214, 218, 226))
+            .axis_desc_style(("sans-serif", 15))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (i, (name, points)) in series.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            let line = ShapeStyle::from(&colour).stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(points.clone(), line))
+                .map_err(|e| err(&e))?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(214, 218, 226))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlaid_series_have_a_legend() {
+        let series = vec![
+            ("lr=1e-3".to_string(), vec![(0.0, 5.0), (1.0, 4.0)]),
+            ("lr=5e-4".to_string(), vec![(0.0, 5.5), (1.0, 4.5)]),
+        ];
+        let svg = multi_line_svg("Loss", "tokens", "loss", &series, (640, 320)).unwrap();
+        assert!(svg.matches("<polyline").count() >= 2, "{svg}");
+        assert!(svg.contains("lr=1e-3") && svg.contains("lr=5e-4"));
+    }
 
     #[test]
     fn draws_an_svg_with_labels() {
