@@ -185,6 +185,7 @@ fn row(p: &Pipeline, combo: &[(String, String)], outcomes: &[(String, Outcome)])
         r.heldout_loss = m["heldout_loss"].as_f64();
         r.final_loss = m["final_loss"].as_f64();
         r.tokens = m["tokens"].as_f64();
+        r.parameters = m["parameters"].as_f64();
         r.wall_seconds = m["timings"]["wall_seconds"].as_f64();
         if let Ok(text) = std::fs::read_to_string(e.out_dir().join("metrics.jsonl")) {
             r.curve = text

@@ -30,6 +30,8 @@ pub struct SweepRow {
     pub final_loss: Option<f64>,
     /// Tokens trained on.
     pub tokens: Option<f64>,
+    /// Scalar parameters of the pretrained model.
+    pub parameters: Option<f64>,
     /// Training wall clock in seconds.
     pub wall_seconds: Option<f64>,
     /// The training loss against tokens seen.
@@ -144,6 +146,30 @@ pub fn write_sweep_report(
             file: "plots/loss.svg".into(),
         });
     }
+    // The scaling view across runs: each run's last loss (held-out where
+    // measured) against its compute, C = 6 × parameters × tokens.
+    let finals: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.error.is_none())
+        .filter_map(|r| {
+            let c = 6.0 * r.parameters? * r.tokens?;
+            Some((c, r.heldout_loss.or(r.final_loss)?))
+        })
+        .collect();
+    let scaling = match crate::scaling::fit_power_law(&finals) {
+        Some(law) => format!(
+            "Across the runs, last loss (held-out where measured) ≈ {} · C^−{:.4} with C = 6 × parameters × tokens (R² {:.3} over {} runs).",
+            fmt::number(law.a),
+            law.b,
+            law.r2,
+            law.points
+        ),
+        None => format!(
+            "A power-law fit of loss against compute across the runs needs three runs with distinct compute ({} here).",
+            finals.len()
+        ),
+    };
+    curve_blocks.push(Block::Para(vec![t(scaling)]));
     let doc = Document {
         title: title.to_string(),
         lead: vec![t(format!(
@@ -217,6 +243,7 @@ mod tests {
             heldout_loss: Some(loss),
             final_loss: Some(loss + 0.1),
             tokens: Some(1000.0),
+            parameters: Some(10.0),
             wall_seconds: Some(12.0),
             curve: vec![(0.0, 6.0), (1000.0, loss)],
             ..Default::default()
@@ -239,5 +266,19 @@ mod tests {
         let svg = std::fs::read_to_string(tmp.path().join("plots/loss.svg")).unwrap();
         assert!(svg.contains("pretrain.lr=1e-3") && svg.contains("pretrain.lr=5e-4"));
         assert!(tmp.path().join("report.html").is_file());
+        assert!(md.contains("needs three runs"), "{md}");
+        // Three runs whose compute differs: the fit across them.
+        let grow = |tokens: f64| SweepRow {
+            tokens: Some(tokens),
+            heldout_loss: Some(9.0 * (60.0 * tokens).powf(-0.1)),
+            ..row("1e-3", 0.0)
+        };
+        let rows = [grow(1e3), grow(1e4), grow(1e5)];
+        write_sweep_report("Sweep", &rows, tmp.path(), (640, 320)).unwrap();
+        let md = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+        assert!(
+            md.contains("· C^−0.1000") && md.contains("over 3 runs"),
+            "{md}"
+        );
     }
 }
