@@ -82,7 +82,7 @@ impl HeldoutPicker {
             seq_length,
             target,
             threshold: (rate * u64::MAX as f64) as u64,
-            seed: mix(seed ^ 0x6865_6c64_6f75_74),
+            seed: mix(seed ^ 0x0068_656c_646f_7574),
             pending: Vec::new(),
             documents: 0,
             tokens: 0,
