@@ -31,7 +31,7 @@ pub fn cache_dir(flag: Option<&Path>) -> PathBuf {
 }
 
 /// Writes to stdout; a closed pipe (`cram dag | head`) ends quietly.
-fn out(text: &str) {
+pub(crate) fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = writeln!(stdout, "{text}")
         && e.kind() == std::io::ErrorKind::BrokenPipe
@@ -40,7 +40,7 @@ fn out(text: &str) {
     }
 }
 
-fn load(args: &PipelineArgs) -> Result<Pipeline> {
+pub(crate) fn load(args: &PipelineArgs) -> Result<Pipeline> {
     let overrides = args
         .set
         .iter()
@@ -191,58 +191,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             pipeline: args,
             stage,
             keep,
-        } => {
-            let pipeline = load(&args)?;
-            pipeline.require_stage(&stage, "reproduce")?;
-            let store = Store::open(&cache)?;
-            let ui = Ui::new(verbosity);
-            let r = crate::reproduce::reproduce(&pipeline, &store, &stage, keep, &ui)?;
-            for line in r.lines() {
-                out(&line);
-            }
-            if r.equal() {
-                out(&format!("{stage}: the rerun gave the same bytes"));
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("{stage}: the rerun gave other bytes");
-                Ok(ExitCode::from(EXIT_STAGE_FAILED))
-            }
-        }
+        } => crate::loop_commands::reproduce(&load(&args)?, &cache, &stage, keep, verbosity),
         Command::Sweep {
             pipeline: args,
             grid,
             jobs,
             out: dir,
-        } => {
-            if jobs == 0 {
-                return Err(crate::diag::PipelineError::plain("-j must be at least 1").into());
-            }
-            let store = Store::open(&cache)?;
-            let ui = Ui::new(verbosity);
-            crate::interrupt::install();
-            let (summary, folder) = crate::sweep::run(
-                &crate::sweep::SweepArgs {
-                    file: args.file,
-                    set: args.set,
-                    grid,
-                    jobs,
-                    out: dir,
-                },
-                &store,
-                &ui,
-            )?;
-            out(&format!(
-                "cram sweep: {} combinations, {} failed; report {}",
-                summary.combinations,
-                summary.failed,
-                folder.join("report.html").display()
-            ));
-            Ok(if summary.failed > 0 {
-                ExitCode::from(EXIT_STAGE_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        } => crate::loop_commands::sweep(args, grid, jobs, dir, &cache, verbosity),
         Command::Diff { a, b, set_a, set_b } => {
             let store = Store::open(&cache)?;
             out(&crate::diff::run(&a, &b, &set_a, &set_b, &store)?);

@@ -271,6 +271,26 @@ fn record_lock(lock: &mut LockFile, stage: &Stage, entry: &Entry) {
     );
 }
 
+/// What a stage is told of its direct inputs (`inputs`: their entries, in
+/// the order the stage lists them).
+pub(crate) fn input_dirs(pipeline: &Pipeline, stage: &Stage, inputs: &[Entry]) -> Vec<InputDir> {
+    stage
+        .inputs
+        .iter()
+        .zip(inputs)
+        .map(|(n, e)| {
+            let up = pipeline.stage(n).expect("validated input");
+            InputDir {
+                stage: n.clone(),
+                kind: up.kind.name().to_string(),
+                artifact: up.kind.output_for(&up.params),
+                dir: e.out_dir(),
+                output_hash: e.manifest.output_hash.clone(),
+            }
+        })
+        .collect()
+}
+
 /// Every finished ancestor of `stage` (and their cached sub-units), in
 /// pipeline order.
 pub(crate) fn ancestor_records(
@@ -397,21 +417,7 @@ fn try_run_stage(
         );
     }
     let work_dir = store.work_dir(&key)?;
-    let input_dirs: Vec<InputDir> = stage
-        .inputs
-        .iter()
-        .zip(inputs)
-        .map(|(n, e)| {
-            let up = pipeline.stage(n).expect("validated input");
-            InputDir {
-                stage: n.clone(),
-                kind: up.kind.name().to_string(),
-                artifact: up.kind.output_for(&up.params),
-                dir: e.out_dir(),
-                output_hash: e.manifest.output_hash.clone(),
-            }
-        })
-        .collect();
+    let input_dirs = input_dirs(pipeline, stage, inputs);
     let units = Mutex::new(Vec::new());
     let out_dir = staging.out_dir();
     let run_dir = staging.run_dir();

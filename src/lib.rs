@@ -18,6 +18,7 @@ pub mod hub_server;
 pub mod interrupt;
 pub mod kinds;
 pub mod lockfile;
+pub mod loop_commands;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;

@@ -14,12 +14,12 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::exec::ancestor_records;
+use crate::exec::{ancestor_records, input_dirs};
 use crate::hashing::{FileRecord, hash_tree, output_hash};
 use crate::lockfile::LockFile;
 use crate::pipeline::Pipeline;
 use crate::plan::{self, State};
-use crate::registry::{AncestorRecord, InputDir, StageContext};
+use crate::registry::{AncestorRecord, StageContext};
 use crate::store::{Entry, Manifest, RUN_DIR, Store, now_rfc3339};
 use crate::ui::Ui;
 
@@ -176,21 +176,7 @@ pub fn reproduce(
     }
     let log = root.join("log.txt");
     std::fs::write(&log, format!("reproducing stage {stage_name}\n"))?;
-    let input_dirs: Vec<InputDir> = stage
-        .inputs
-        .iter()
-        .zip(&inputs)
-        .map(|(n, e)| {
-            let up = pipeline.stage(n).expect("validated input");
-            InputDir {
-                stage: n.clone(),
-                kind: up.kind.name().to_string(),
-                artifact: up.kind.output_for(&up.params),
-                dir: e.out_dir(),
-                output_hash: e.manifest.output_hash.clone(),
-            }
-        })
-        .collect();
+    let input_dirs = input_dirs(pipeline, stage, &inputs);
     let units: Mutex<Vec<AncestorRecord>> = Mutex::new(Vec::new());
     let bar = ui.stage_bar(stage_name);
     let ctx = StageContext {

@@ -180,6 +180,18 @@ pub enum ReportError {
     },
 }
 
+/// Writes `contents` to `out_dir/name`, creating the folders on the way.
+pub(crate) fn write_file(out_dir: &Path, name: &str, contents: &str) -> Result<(), ReportError> {
+    let path = out_dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ReportError::Write {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(&path, contents).map_err(|source| ReportError::Write { path, source })
+}
+
 /// Writes the report of a run into `out_dir` (which exists and is empty):
 /// `report.md`, `report.html`, `plots/*.svg` and `summary.json`.
 ///
@@ -203,16 +215,7 @@ pub fn run_report(
     progress.inc(1);
 
     progress.set_message("writing report");
-    let write = |name: &str, contents: &str| -> Result<(), ReportError> {
-        let path = out_dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ReportError::Write {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::write(&path, contents).map_err(|source| ReportError::Write { path, source })
-    };
+    let write = |name: &str, contents: &str| write_file(out_dir, name, contents);
     let mut files = vec!["report.md".to_string(), "report.html".to_string()];
     for (file, svg) in &built.plot_files {
         write(file, svg)?;

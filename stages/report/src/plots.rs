@@ -1,5 +1,6 @@
 //! Line plots as SVG documents, drawn with `plotters`' SVG backend.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::ReportError;
@@ -78,6 +79,40 @@ fn tick(v: f64) -> String {
     }
 }
 
+/// The axes of every plot: caption, margins, light grid, compact ticks.
+fn chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    x_label: &str,
+    y_label: &str,
+    x_range: (f64, f64),
+    y_range: (f64, f64),
+) -> Result<
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    DrawingAreaErrorKind<std::io::Error>,
+> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_labels(8)
+        .y_labels(6)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .light_line_style(RGBColor(236, 238, 242))
+        .bold_line_style(RGBColor(214, 218, 226))
+        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    Ok(chart)
+}
+
 /// Draws `plot` into an SVG document of `size` pixels.
 pub fn line_svg(plot: &LinePlot<'_>, size: (u32, u32)) -> Result<String, ReportError> {
     let err = |e: &dyn std::fmt::Display| ReportError::Plot {
@@ -96,27 +131,15 @@ pub fn line_svg(plot: &LinePlot<'_>, size: (u32, u32)) -> Result<String, ReportE
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let x_range = range(points.iter().map(|p| p.0), 0.0);
         let y_range = range(points.iter().map(|p| p.1), 0.05);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(plot.caption, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc(plot.x_label)
-            .y_desc(plot.y_label)
-            .x_labels(8)
-            .y_labels(6)
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
-            .light_line_style(RGBColor(236, 238, 242))
-            .bold_line_style(RGBColor(214, 218, 226))
-            .axis_desc_style(("sans-serif", 15))
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| err(&e))?;
+        let mut chart = chart(
+            &root,
+            plot.caption,
+            plot.x_label,
+            plot.y_label,
+            x_range,
+            y_range,
+        )
+        .map_err(|e| err(&e))?;
         let line = ShapeStyle::from(&RGBColor(36, 88, 179)).stroke_width(2);
         let drawn: Vec<(f64, f64)> = if plot.steps {
             let mut stepped = Vec::with_capacity(points.len() * 2);
@@ -182,27 +205,8 @@ pub fn multi_line_svg(
         let all = || series.iter().flat_map(|(_, p)| p.iter().copied());
         let x_range = range(all().map(|p| p.0), 0.0);
         let y_range = range(all().map(|p| p.1), 0.05);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(64)
-            .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .x_labels(8)
-            .y_labels(6)
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
-            .light_line_style(RGBColor(236, 238, 242))
-            .bold_line_style(RGBColor(214, 218, 226))
-            .axis_desc_style(("sans-serif", 15))
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(|e| err(&e))?;
+        let mut chart =
+            chart(&root, caption, x_label, y_label, x_range, y_range).map_err(|e| err(&e))?;
         for (i, (name, points)) in series.iter().enumerate() {
             let colour = PALETTE[i % PALETTE.len()];
             let line = ShapeStyle::from(&colour).stroke_width(2);

@@ -202,16 +202,7 @@ pub fn write_sweep_report(
             },
         ],
     };
-    let write = |name: &str, text: &str| -> Result<(), ReportError> {
-        let path = out_dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ReportError::Write {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::write(&path, text).map_err(|source| ReportError::Write { path, source })
-    };
+    let write = |name: &str, text: &str| crate::write_file(out_dir, name, text);
     for (name, svg) in &files {
         write(name, svg)?;
     }

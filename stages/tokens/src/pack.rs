@@ -577,7 +577,8 @@ pub fn run_pack(
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7061_636b);
     // About 4 bytes of text per token: the rows the corpus will give, to size
     // the held-out share.
-    let estimated_rows = estimate_text_bytes(documents_dir)? / (4 * seq_length as u64);
+    let text_bound = estimate_text_bytes(documents_dir)?;
+    let estimated_rows = text_bound / (4 * seq_length as u64);
     let mut heldout = crate::heldout::HeldoutPicker::new(
         out_dir,
         params.heldout_rows,
@@ -591,8 +592,7 @@ pub fn run_pack(
         RowOrdering::Randomized => {
             // Tokens are at most bytes + documents (every token but [SEP]
             // covers at least one byte of text).
-            let bound =
-                (estimate_text_bytes(documents_dir)? + total_documents) * dtype.width() as u64;
+            let bound = (text_bound + total_documents) * dtype.width() as u64;
             let count = bound.div_ceil(params.shuffle_memory_bytes).clamp(1, 4096) as usize;
             Sink::Buckets {
                 spill: Spill::new(scratch.path(), "bucket", count, dtype)?,
