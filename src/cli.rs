@@ -91,6 +91,24 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Write a cached model as a Hugging Face `transformers` directory:
+    /// config.json with an auto_map, our modeling code, model.safetensors,
+    /// the tokenizer files and a reference batch with cram's logits.
+    ///
+    /// STAGE is a pretrain stage (loads with AutoModelForMaskedLM) or a GLUE
+    /// task, GLUE.TASK or GLUE.TASK@K for trial K (loads with
+    /// AutoModelForSequenceClassification); both with trust_remote_code=True.
+    Export {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// The stage or GLUE task to export (it must be cached).
+        stage: String,
+        /// The directory to write (made whole, then moved into place).
+        dir: PathBuf,
+        /// Replace DIR if it exists and is not empty.
+        #[arg(long)]
+        force: bool,
+    },
     /// Say, for each stage, whether it is cached or why it is stale.
     Status {
         #[command(flatten)]

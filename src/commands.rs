@@ -192,6 +192,12 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             stage,
             keep,
         } => crate::loop_commands::reproduce(&load(&args)?, &cache, &stage, keep, verbosity),
+        Command::Export {
+            pipeline: args,
+            stage,
+            dir,
+            force,
+        } => crate::loop_commands::export(&load(&args)?, &cache, &stage, &dir, force),
         Command::Sweep {
             pipeline: args,
             grid,

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod diag;
 pub mod diff;
 pub mod exec;
+pub mod export;
 pub mod hashing;
 pub mod hub_server;
 pub mod interrupt;

@@ -1,6 +1,7 @@
-//! The researcher's-loop subcommands that run stages outside `cram run`:
-//! `cram reproduce` and `cram sweep` (their work is in [`crate::reproduce`]
-//! and [`crate::sweep`]; this is what they print and how they exit).
+//! The researcher's-loop subcommands outside `cram run`: `cram reproduce`,
+//! `cram export` and `cram sweep` (their work is in [`crate::reproduce`],
+//! [`crate::export`] and [`crate::sweep`]; this is what they print and how
+//! they exit).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +36,36 @@ pub fn reproduce(
         eprintln!("{stage}: the rerun gave other bytes");
         Ok(ExitCode::from(EXIT_STAGE_FAILED))
     }
+}
+
+/// `cram export FILE STAGE DIR`: prints what was written and how to load it.
+pub fn export(
+    pipeline: &Pipeline,
+    cache: &Path,
+    stage: &str,
+    dir: &Path,
+    force: bool,
+) -> Result<ExitCode> {
+    let store = Store::open(cache)?;
+    let e = crate::export::export(pipeline, &store, stage, dir, force)?;
+    let auto = if e.exported.kind == "mlm" {
+        "AutoModelForMaskedLM"
+    } else {
+        "AutoModelForSequenceClassification"
+    };
+    out(&format!(
+        "exported {} (entry {}, {} parameters) to {}",
+        e.name,
+        &e.entry.manifest.key[..16],
+        e.exported.parameters,
+        e.dir.display()
+    ));
+    out(&format!("  files: {}", e.exported.files.join(", ")));
+    out(&format!(
+        "  load: transformers.{auto}.from_pretrained({:?}, trust_remote_code=True)",
+        e.dir.display().to_string()
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `cram sweep FILE --grid ...`: exit 0 when every combination ran.

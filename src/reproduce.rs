@@ -136,22 +136,7 @@ pub fn reproduce(
     let stage = pipeline
         .stage(stage_name)
         .with_context(|| format!("no stage {stage_name} in {}", pipeline.meta.file.display()))?;
-    let lock = LockFile::read(&pipeline.meta.lock_file)?;
-    let wanted = pipeline.with_ancestors(stage_name);
-    let mut done: HashMap<String, Entry> = HashMap::new();
-    for st in plan::status(pipeline, store, &lock, &HashSet::new(), Some(&wanted)) {
-        match st.state {
-            State::Cached { entry } => {
-                done.insert(st.name, *entry);
-            }
-            State::Stale { reasons } => bail!(
-                "stage {} is not cached ({}): run `cram run {} --until {stage_name}` first",
-                st.name,
-                reasons.join("; "),
-                pipeline.meta.file.display()
-            ),
-        }
-    }
+    let done = cached_with_ancestors(pipeline, store, stage_name)?;
     let cached = done[stage_name].clone();
     let inputs: Vec<Entry> = stage.inputs.iter().map(|n| done[n].clone()).collect();
     let ancestors = if stage.kind.wants_ancestors() {
@@ -231,6 +216,33 @@ pub fn reproduce(
     }
     let kept = keep.then(|| scratch.keep());
     Ok(Reproduction { comparisons, kept })
+}
+
+/// The cache entries of `stage_name` and every stage it depends on, by
+/// stage name; an error naming the first one that is not cached and the
+/// command that makes it.
+pub(crate) fn cached_with_ancestors(
+    pipeline: &Pipeline,
+    store: &Store,
+    stage_name: &str,
+) -> Result<HashMap<String, Entry>> {
+    let lock = LockFile::read(&pipeline.meta.lock_file)?;
+    let wanted = pipeline.with_ancestors(stage_name);
+    let mut done: HashMap<String, Entry> = HashMap::new();
+    for st in plan::status(pipeline, store, &lock, &HashSet::new(), Some(&wanted)) {
+        match st.state {
+            State::Cached { entry } => {
+                done.insert(st.name, *entry);
+            }
+            State::Stale { reasons } => bail!(
+                "stage {} is not cached ({}): run `cram run {} --until {stage_name}` first",
+                st.name,
+                reasons.join("; "),
+                pipeline.meta.file.display()
+            ),
+        }
+    }
+    Ok(done)
 }
 
 /// Builds a stage's sub-unit afresh under `root/UNIT/{out,run}` for a

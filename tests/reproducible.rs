@@ -7,11 +7,10 @@
 //! The GLUE data come from the real RTE files of `../shared/hf-mirror`,
 //! served by `cram serve-hub` on loopback.
 
-use std::collections::BTreeMap;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+
+use common::{Hub, Project, differing, pins, python, read_json, text};
 
 /// Every built-in kind, each at least once (the test checks this against
 /// `cram kinds`). Three tokenizers: WordPiece, BPE and Unigram.
@@ -100,143 +99,12 @@ inputs = ["tokenizer"]
 run = "wc -c < {inputs.tokenizer}/tokenizer.json > {output}/size.txt"
 "#;
 
-fn mirror() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/hf-mirror");
-    assert!(
-        dir.join("datasets/nyu-mll/glue").is_dir(),
-        "{} is missing: these tests read the shared hub mirror",
-        dir.display()
-    );
-    dir
-}
-
-/// `cram serve-hub` on a free loopback port, stopped on drop.
-struct Hub {
-    child: Child,
-    endpoint: String,
-}
-
-impl Hub {
-    fn start() -> Hub {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_cram"))
-            .args(["serve-hub", mirror().to_str().unwrap(), "--port"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "serve-hub never listened"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Hub {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A project directory with the pipeline and its own cache.
-struct Project {
-    dir: tempfile::TempDir,
-    endpoint: String,
-}
-
-impl Project {
-    fn new(hub: &Hub) -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("p.toml"), PIPELINE).unwrap();
-        Project {
-            dir,
-            endpoint: hub.endpoint.clone(),
-        }
-    }
-
-    fn cram(&self, args: &[&str], threads: usize) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cram"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("CRAM_CACHE")
-            .env("HF_ENDPOINT", &self.endpoint)
-            .env("RAYON_NUM_THREADS", threads.to_string())
-            .output()
-            .unwrap()
-    }
-
-    fn run_ok(&self, args: &[&str], threads: usize) -> Output {
-        let out = self.cram(args, threads);
-        assert!(
-            out.status.success(),
-            "cram {args:?} failed:\n{}",
-            text(&out)
-        );
-        out
-    }
-
-    fn lock_path(&self) -> PathBuf {
-        self.dir.path().join("p.toml.lock")
-    }
-
-    /// Stage → (kind, key, output hash) from the lock file.
-    fn pins(&self) -> BTreeMap<String, (String, String, String)> {
-        pins(&std::fs::read_to_string(self.lock_path()).unwrap())
-    }
-}
-
-fn pins(lock: &str) -> BTreeMap<String, (String, String, String)> {
-    let v: serde_json::Value = serde_json::from_str(lock).unwrap();
-    v["stages"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(name, e)| {
-            let s = |k: &str| e[k].as_str().unwrap().to_string();
-            (name.clone(), (s("kind"), s("key"), s("output_hash")))
-        })
-        .collect()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn differing(
-    a: &BTreeMap<String, (String, String, String)>,
-    b: &BTreeMap<String, (String, String, String)>,
-) -> Vec<String> {
-    a.keys()
-        .chain(b.keys())
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
-        .collect()
-}
-
 #[test]
 fn every_kind_reproduces_across_caches_threads_forced_reruns_and_locks() {
     let hub = Hub::start();
 
     // The pipeline covers every built-in kind.
-    let a = Project::new(&hub);
+    let a = Project::new(&hub, PIPELINE);
     let kinds = a.run_ok(&["kinds"], 2);
     for line in String::from_utf8_lossy(&kinds.stdout).lines() {
         let Some(kind) = line.split_whitespace().next() else {
@@ -253,7 +121,7 @@ fn every_kind_reproduces_across_caches_threads_forced_reruns_and_locks() {
 
     // Two fresh caches, one and two threads: the same lock.
     a.run_ok(&["run", "p.toml"], 1);
-    let b = Project::new(&hub);
+    let b = Project::new(&hub, PIPELINE);
     b.run_ok(&["run", "p.toml"], 2);
     let (pa, pb) = (a.pins(), b.pins());
     assert_eq!(pa.len(), 13, "{pa:?}");
@@ -324,7 +192,7 @@ fn every_kind_reproduces_across_caches_threads_forced_reruns_and_locks() {
 #[test]
 fn reproduce_needs_the_stage_cached_and_says_what_to_run() {
     let hub = Hub::start();
-    let p = Project::new(&hub);
+    let p = Project::new(&hub, PIPELINE);
     let out = p.cram(&["reproduce", "p.toml", "tokenizer"], 2);
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
@@ -332,14 +200,10 @@ fn reproduce_needs_the_stage_cached_and_says_what_to_run() {
     assert!(t.contains("--until tokenizer"), "{t}");
 }
 
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 #[test]
 fn glue_trials_add_cached_units_and_the_report_gives_the_median() {
     let hub = Hub::start();
-    let p = Project::new(&hub);
+    let p = Project::new(&hub, PIPELINE);
     p.run_ok(&["run", "p.toml", "--until", "report"], 2);
     let entry = |name: &str| {
         let key = p.pins()[name].1.clone();
@@ -405,7 +269,7 @@ fn glue_trials_add_cached_units_and_the_report_gives_the_median() {
 #[test]
 fn diff_compares_two_runs_by_pipeline_lock_or_key() {
     let hub = Hub::start();
-    let p = Project::new(&hub);
+    let p = Project::new(&hub, PIPELINE);
     p.run_ok(&["run", "p.toml", "--until", "glue"], 2);
     std::fs::copy(p.lock_path(), p.dir.path().join("first.lock")).unwrap();
     p.run_ok(
@@ -472,7 +336,7 @@ fn diff_compares_two_runs_by_pipeline_lock_or_key() {
 #[test]
 fn a_token_budget_pipeline_pins_and_the_report_names_the_budget() {
     let hub = Hub::start();
-    let p = Project::new(&hub);
+    let p = Project::new(&hub, PIPELINE);
     std::fs::write(
         p.dir.path().join("p.toml"),
         PIPELINE.replace("budget_steps = 12", "budget_tokens = 6000"),
@@ -501,7 +365,7 @@ fn a_token_budget_pipeline_pins_and_the_report_names_the_budget() {
     );
     assert!(md.contains("trained to a token budget"), "{md}");
     // A second cache at another thread count: the same pretrain output.
-    let q = Project::new(&hub);
+    let q = Project::new(&hub, PIPELINE);
     std::fs::write(
         q.dir.path().join("p.toml"),
         PIPELINE.replace("budget_steps = 12", "budget_tokens = 6000"),
@@ -511,39 +375,10 @@ fn a_token_budget_pipeline_pins_and_the_report_names_the_budget() {
     assert_eq!(q.pins()["pretrain"], p.pins()["pretrain"]);
 }
 
-/// Runs `script` with python3 if it can import `modules`; `None` (a skip)
-/// otherwise, unless CRAM_REQUIRE_PYTHON=1 makes that a failure.
-fn python(modules: &str, script: &str, args: &[&str]) -> Option<String> {
-    let probe = Command::new("python3")
-        .arg("-c")
-        .arg(format!("import {modules}"))
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var("CRAM_REQUIRE_PYTHON").as_deref() != Ok("1"),
-            "CRAM_REQUIRE_PYTHON=1 but `python3 -c 'import {modules}'` fails"
-        );
-        println!("SKIP: python3 with {modules} not available");
-        return None;
-    }
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8(out.stdout).unwrap())
-}
-
 #[test]
 fn tensorboard_reads_the_event_files_of_pretraining_and_glue() {
     let hub = Hub::start();
-    let p = Project::new(&hub);
+    let p = Project::new(&hub, PIPELINE);
     p.run_ok(&["run", "p.toml", "--until", "glue"], 2);
     let entry = |key: &str| p.dir.path().join("cache/entries").join(key);
     let pretrain = entry(&p.pins()["pretrain"].1);
@@ -625,7 +460,7 @@ print(json.dumps(out))
 #[test]
 fn sweep_runs_the_grid_sharing_preprocessing_and_reports_each_combination() {
     let hub = Hub::start();
-    let p = Project::new(&hub);
+    let p = Project::new(&hub, PIPELINE);
     let sweep = |extra: &[&str]| {
         let mut args = vec![
             "sweep",

@@ -70,7 +70,7 @@ impl TensorFile {
         &self.metadata
     }
 
-    fn view(&self) -> SafeTensors<'_> {
+    pub(crate) fn view(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes).expect("parsed once in open")
     }
 

@@ -74,6 +74,14 @@ pub enum ModelError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// A checkpoint directory cannot be exported (a file is missing or unusable).
+    #[error("{path}: {reason}")]
+    Export {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// A tensor could not be read back from the device.
     #[error("reading tensor {name:?} from the device: {reason}")]
     Read {

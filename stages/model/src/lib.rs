@@ -31,6 +31,7 @@ pub mod config;
 pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod hf_export;
 mod init;
 pub mod mlm;
 pub mod names;
@@ -52,6 +53,7 @@ pub use device::{
 };
 pub use encoder::{Encoder, NamedParam};
 pub use error::ModelError;
+pub use hf_export::{HfExportInfo, HfExported, export_hugging_face};
 pub use init::transpose;
 pub use mlm::{IGNORE_INDEX, MlmModel, MlmOutput};
 pub use precision::{Precision, PrecisionError, PrecisionSpec};
