@@ -9,7 +9,6 @@
 
 mod common;
 
-
 use common::{Hub, Project, differing, pins, python, read_json, text};
 
 /// Every built-in kind, each at least once (the test checks this against

@@ -282,10 +282,7 @@ fn write_tokenizer(src: &Path, config: &ModelConfig, out_dir: &Path) -> Result<(
         .map(|(role, token)| (role.to_string(), json!(token)))
         .collect();
     let mut tokenizer_config = specials.clone();
-    tokenizer_config.insert(
-        "tokenizer_class".into(),
-        json!("PreTrainedTokenizerFast"),
-    );
+    tokenizer_config.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
     tokenizer_config.insert("model_max_length".into(), json!(config.max_seq_length));
     tokenizer_config.insert("clean_up_tokenization_spaces".into(), json!(false));
     // The model has no token types: the tokenizer need not return them.
