@@ -305,3 +305,71 @@ fn export_of_an_uncached_stage_says_what_to_run() {
     );
     assert!(!Path::new(&p.dir.path().join("out")).exists());
 }
+
+/// The exported modeling code against the independent PyTorch implementation's
+/// test vectors (`../shared/vectors`): the same logits, MLM and classification,
+/// with and without a padding mask.
+#[test]
+fn the_modeling_code_matches_the_shared_pytorch_test_vectors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let vectors = root.join("../shared/vectors");
+    assert!(
+        vectors.join("tiny.safetensors").is_file(),
+        "{} is missing: this test reads the shared test vectors",
+        vectors.display()
+    );
+    let pkg = tempfile::tempdir().unwrap();
+    let dir = pkg.path().join("cram_hf");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("__init__.py"), "").unwrap();
+    for f in ["configuration_cram.py", "modeling_cram.py"] {
+        std::fs::copy(root.join("stages/model/hf").join(f), dir.join(f)).unwrap();
+    }
+    let script = r#"
+import json, sys
+import torch
+from safetensors import safe_open
+sys.path.insert(0, sys.argv[1])
+from cram_hf.configuration_cram import CramConfig
+from cram_hf.modeling_cram import CramForMaskedLM, CramForSequenceClassification
+out = {}
+for name, cls in [("tiny", CramForMaskedLM), ("tiny_cls", CramForSequenceClassification)]:
+    f = safe_open(f"{sys.argv[2]}/{name}.safetensors", "pt")
+    config = json.loads(f.metadata()["config"])
+    classes = config.pop("num_labels")
+    model = cls(CramConfig(**config, num_labels=classes or 2)).eval()
+    weights = {k: f.get_tensor(k) for k in f.keys() if not k.split(".")[0] in ("input", "expected", "grad", "step1")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    ids, mask = f.get_tensor("input.ids"), f.get_tensor("input.attention_mask")
+    r = {"missing": missing, "unexpected": unexpected}
+    with torch.no_grad():
+        if cls is CramForMaskedLM:
+            logits = model(input_ids=ids).logits.reshape(-1, config["vocab_size"])
+            r["logits"] = (logits - f.get_tensor("expected.logits")).abs().max().item()
+            hidden = model.encoder(ids, mask)
+            want = f.get_tensor("expected.encoder_out_masked").reshape(hidden.shape)
+            r["encoder_masked"] = (hidden - want).abs().max().item()
+        else:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            r["logits"] = (logits - f.get_tensor("expected.cls_logits")).abs().max().item()
+    out[name] = r
+print(json.dumps(out))
+"#;
+    let args = [pkg.path().to_str().unwrap(), vectors.to_str().unwrap()];
+    let Some(out) = python("torch, transformers, safetensors", script, &args) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    println!("modeling_cram.py against the test vectors: {v}");
+    for name in ["tiny", "tiny_cls"] {
+        let r = &v[name];
+        assert_eq!(r["missing"], serde_json::json!([]), "{name}: {r}");
+        assert_eq!(r["unexpected"], serde_json::json!([]), "{name}: {r}");
+        for k in ["logits", "encoder_masked"] {
+            if let Some(d) = r[k].as_f64() {
+                assert!(d < 1e-5, "{name} {k}: off by {d}: {r}");
+            }
+        }
+    }
+    assert!(v["tiny"]["encoder_masked"].is_f64());
+}
