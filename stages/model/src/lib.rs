@@ -58,11 +58,38 @@ pub use init::transpose;
 pub use mlm::{IGNORE_INDEX, MlmModel, MlmOutput};
 pub use precision::{Precision, PrecisionError, PrecisionSpec};
 
-use burn::module::ParamId;
+use burn::module::{Module, ParamId};
 
-/// `(id, contract name)` of every parameter of an MLM model, in a fixed order; weight decay
+/// A model whose parameters carry contract names: what optimizers key their state by and
+/// checkpoints are written under. [`MlmModel`] and [`ClassificationModel`] are ones.
+pub trait NamedModule: Module + Clone + Send + Sync {
+    /// Calls `f` with the contract name and a reference of every parameter, in a fixed order.
+    fn visit_named(&self, f: &mut dyn FnMut(String, NamedParam<'_>));
+    /// The device the parameters live on.
+    fn device(&self) -> burn::tensor::Device;
+}
+
+impl NamedModule for MlmModel {
+    fn visit_named(&self, f: &mut dyn FnMut(String, NamedParam<'_>)) {
+        MlmModel::visit_named(self, f)
+    }
+    fn device(&self) -> burn::tensor::Device {
+        self.encoder().device()
+    }
+}
+
+impl NamedModule for ClassificationModel {
+    fn visit_named(&self, f: &mut dyn FnMut(String, NamedParam<'_>)) {
+        ClassificationModel::visit_named(self, f)
+    }
+    fn device(&self) -> burn::tensor::Device {
+        self.encoder().device()
+    }
+}
+
+/// `(id, contract name)` of every parameter of a model, in a fixed order; weight decay
 /// applies where [`names::decays`] says so.
-pub fn param_names(model: &MlmModel) -> Vec<(ParamId, String)> {
+pub fn param_names<M: NamedModule>(model: &M) -> Vec<(ParamId, String)> {
     let mut out = Vec::new();
     model.visit_named(&mut |name, p| out.push((p.id(), name)));
     out
@@ -70,9 +97,7 @@ pub fn param_names(model: &MlmModel) -> Vec<(ParamId, String)> {
 
 /// `(id, contract name)` of every parameter of a classification model, in a fixed order.
 pub fn classification_param_names(model: &ClassificationModel) -> Vec<(ParamId, String)> {
-    let mut out = Vec::new();
-    model.visit_named(&mut |name, p| out.push((p.id(), name)));
-    out
+    param_names(model)
 }
 
 /// Number of scalar parameters of an MLM model (the tied decoder counted once, `pos_scale`

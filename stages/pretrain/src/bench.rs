@@ -112,7 +112,7 @@ pub fn run_step_bench(
         })?[0];
         let t1 = Instant::now();
         let mut grads = GradAccumulator::new();
-        grads.add_shards(parts);
+        grads.add_shards(parts.into_iter().map(Into::into));
         let t2 = Instant::now();
         let (next, report) = optim.step(model, grads, 1e-3);
         model = next;

@@ -18,6 +18,9 @@ pub enum PretrainError {
     /// The architecture could not be resolved or built.
     #[error("model: {0}")]
     Model(#[from] cram_model::ModelError),
+    /// The optimizer state could not be saved or loaded.
+    #[error("optimizer state: {0}")]
+    Train(#[from] cram_train::TrainError),
     /// The architecture preset or overrides are invalid.
     #[error("model config: {0}")]
     Config(#[from] cram_model::ConfigError),
@@ -58,14 +61,6 @@ pub enum PretrainError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
-    },
-    /// A safetensors file (optimizer state) could not be read or written.
-    #[error("{path}: safetensors: {source}")]
-    Safetensors {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: safetensors::SafeTensorError,
     },
     /// A training checkpoint is unusable.
     #[error("checkpoint {path}: {reason}")]
@@ -115,13 +110,6 @@ impl PretrainError {
 
     pub(crate) fn json(path: &Path, source: serde_json::Error) -> Self {
         Self::Json {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-
-    pub(crate) fn safetensors(path: &Path, source: safetensors::SafeTensorError) -> Self {
-        Self::Safetensors {
             path: path.to_path_buf(),
             source,
         }

@@ -49,7 +49,8 @@ pub mod collator;
 pub mod data;
 pub mod error;
 pub mod heldout;
-pub mod optim;
+/// The optimizer, from the training kit shared with fine-tuning (`cram-train`).
+pub use cram_train::optim;
 pub mod params;
 pub mod passes;
 pub mod schedule;

@@ -105,6 +105,8 @@ impl ModuleMapper for FreshLeaves {
 }
 
 /// One shard's result: the model copy it ran on and the gradients of its weighted loss.
+/// [`cram_train::GradAccumulator::add_shards`] takes them as `(model, gradients)` pairs
+/// (`From`).
 pub struct ShardGrads {
     /// The model (or replica) whose parameters the gradients belong to.
     pub model: MlmModel,
@@ -227,5 +229,11 @@ mod tests {
                 assert_eq!(shard_count(&cpu, 1, 8), 1);
             });
         }
+    }
+}
+
+impl From<ShardGrads> for (MlmModel, burn::tensor::Gradients) {
+    fn from(s: ShardGrads) -> Self {
+        (s.model, s.grads)
     }
 }

@@ -413,7 +413,7 @@ pub fn run_pretrain_with(
                 })
             };
             for (parts, detached) in results {
-                grads.add_shards(parts);
+                grads.add_shards(parts.into_iter().map(Into::into));
                 let detached = detached.to_device(&device);
                 loss_sum = Some(match loss_sum {
                     Some(t) => t + detached,
@@ -668,7 +668,7 @@ fn write_checkpoint(
 ) -> Result<(), PretrainError> {
     checkpoint::save(work_dir, state, metrics, |dir| {
         cram_model::save_mlm(model, config, &dir.join(checkpoint::MODEL_FILE))?;
-        optim.save(&dir.join(checkpoint::OPTIMIZER_FILE))
+        Ok(optim.save(&dir.join(checkpoint::OPTIMIZER_FILE))?)
     })?;
     Ok(())
 }

@@ -342,7 +342,7 @@ fn a_micro_batch_split_over_cores_has_the_whole_batch_gradient() {
         let (parts, loss) = forward_backward(&model, &batch, shards, 0.5, &device);
         assert_eq!(parts.len(), shards);
         let mut acc = GradAccumulator::new();
-        acc.add_shards(parts);
+        acc.add_shards(parts.into_iter().map(Into::into));
         assert_eq!(acc.micro_batches(), 1, "the shards are one micro-batch");
         let loss = loss
             .into_data()

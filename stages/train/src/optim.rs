@@ -20,13 +20,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::{ModuleMapper, Param, ParamId};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use cram_model::{MlmModel, NamedParam, transpose};
+use cram_model::{NamedModule, NamedParam, transpose};
 use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::error::PretrainError;
+use crate::error::TrainError;
 
 /// Hyper-parameters of [`AdamW`] (the learning rate is given at each step).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,21 +137,22 @@ impl GradAccumulator {
 
     /// Adds the gradients of every parameter of `model` found in `grads` (consumed), as one
     /// micro-batch.
-    pub fn add(&mut self, model: &MlmModel, grads: Gradients) {
+    pub fn add<M: NamedModule>(&mut self, model: &M, grads: Gradients) {
         self.sum_in(model, grads);
         self.micro_batches += 1;
     }
 
-    /// Adds one micro-batch that ran split into shards ([`crate::shards::forward_backward`]):
-    /// every shard's gradients, counted as one micro-batch.
-    pub fn add_shards(&mut self, shards: Vec<crate::shards::ShardGrads>) {
-        for shard in shards {
-            self.sum_in(&shard.model, shard.grads);
+    /// Adds one micro-batch that ran split into shards, each on its own model copy (a replica
+    /// sharing the parameters' ids): every shard's gradients, in the order given, counted as
+    /// one micro-batch.
+    pub fn add_shards<M: NamedModule>(&mut self, shards: impl IntoIterator<Item = (M, Gradients)>) {
+        for (model, grads) in shards {
+            self.sum_in(&model, grads);
         }
         self.micro_batches += 1;
     }
 
-    fn sum_in(&mut self, model: &MlmModel, mut grads: Gradients) {
+    fn sum_in<M: NamedModule>(&mut self, model: &M, mut grads: Gradients) {
         let acc = &mut self.grads;
         let device_only = self.device_only;
         model.visit_named(&mut |_, p| {
@@ -349,12 +350,12 @@ impl AdamW {
     /// On the CPU backend the update is one fused pass per parameter over host memory, in
     /// parallel over chunks; on a GPU it is a sequence of tensor ops. Both follow PyTorch's
     /// arithmetic in f32, in the same order.
-    pub fn step(
+    pub fn step<M: NamedModule>(
         &mut self,
-        model: MlmModel,
+        model: M,
         grads: GradAccumulator,
         lr: f64,
-    ) -> (MlmModel, StepReport) {
+    ) -> (M, StepReport) {
         let names: HashMap<ParamId, String> = cram_model::param_names(&model).into_iter().collect();
         self.transposed = transposed_params(&model);
         self.steps += 1;
@@ -369,7 +370,7 @@ impl AdamW {
             bc1: 1.0 - b1.powi(t),
             bc2: 1.0 - b2.powi(t),
         };
-        let device = model.encoder().device().inner();
+        let device = model.device().inner();
         let (clip, grad_norm) = match grads.host_norm() {
             Some(norm) => {
                 // PyTorch's clip coefficient, computed in f32 like its tensor.
@@ -408,7 +409,7 @@ impl AdamW {
     }
 
     /// Writes the moments (`m.<name>`, `v.<name>`) and the step count to a safetensors file.
-    pub fn save(&self, path: &Path) -> Result<(), PretrainError> {
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
         let mut bufs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         let mut names: Vec<&String> = self.state.keys().collect();
         names.sort();
@@ -417,7 +418,7 @@ impl AdamW {
                 self.state[name]
                     .clone()
                     .into_host()
-                    .map_err(|reason| PretrainError::Tensor {
+                    .map_err(|reason| TrainError::Tensor {
                         what: format!("optimizer state of {name}"),
                         reason,
                     })?;
@@ -437,7 +438,7 @@ impl AdamW {
                 TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (n.clone(), v))
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PretrainError::safetensors(path, e))?;
+            .map_err(|e| TrainError::safetensors(path, e))?;
         let meta = std::collections::BTreeMap::from([
             ("format".to_string(), "cram-adamw-v1".to_string()),
             ("steps".to_string(), self.steps.to_string()),
@@ -449,30 +450,34 @@ impl AdamW {
 
     /// Reads what [`AdamW::save`] wrote, for `model` (whose parameter layouts the moments take);
     /// the moments go to the model's device (without autodiff).
-    pub fn load(config: AdamWConfig, path: &Path, model: &MlmModel) -> Result<Self, PretrainError> {
-        let device = model.encoder().device();
+    pub fn load<M: NamedModule>(
+        config: AdamWConfig,
+        path: &Path,
+        model: &M,
+    ) -> Result<Self, TrainError> {
+        let device = model.device();
         let transposed = transposed_params(model);
-        let bytes = std::fs::read(path).map_err(|e| PretrainError::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| PretrainError::safetensors(path, e))?;
+            .map_err(|e| TrainError::safetensors(path, e))?;
         let steps = meta
             .metadata()
             .as_ref()
             .and_then(|m| m.get("steps"))
             .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| PretrainError::Checkpoint {
+            .ok_or_else(|| TrainError::State {
                 path: path.to_path_buf(),
                 reason: "optimizer state has no `steps` metadata".into(),
             })?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| PretrainError::safetensors(path, e))?;
+            .map_err(|e| TrainError::safetensors(path, e))?;
         let device = device.clone().inner();
-        let read = |name: &str| -> Result<Vec<f32>, PretrainError> {
+        let read = |name: &str| -> Result<Vec<f32>, TrainError> {
             let view = st
                 .tensor(name)
-                .map_err(|e| PretrainError::safetensors(path, e))?;
+                .map_err(|e| TrainError::safetensors(path, e))?;
             if view.dtype() != Dtype::F32 {
-                return Err(PretrainError::Checkpoint {
+                return Err(TrainError::State {
                     path: path.to_path_buf(),
                     reason: format!("{name} is {:?}, expected F32", view.dtype()),
                 });
@@ -494,7 +499,7 @@ impl AdamW {
                         (transpose(&m, r, c), transpose(&v, r, c))
                     }
                     Some(&[r, c]) => {
-                        return Err(PretrainError::Checkpoint {
+                        return Err(TrainError::State {
                             path: path.to_path_buf(),
                             reason: format!(
                                 "optimizer state of {param} has {} values, the model's [{r}, {c}] \
@@ -526,7 +531,7 @@ impl AdamW {
 }
 
 /// Contract `[rows, cols]` of every parameter `model` holds transposed, by contract name.
-fn transposed_params(model: &MlmModel) -> HashMap<String, [usize; 2]> {
+fn transposed_params<M: NamedModule>(model: &M) -> HashMap<String, [usize; 2]> {
     let mut out = HashMap::new();
     model.visit_named(&mut |name, p| {
         if let Some(shape) = p.transposed_shape() {
@@ -551,7 +556,7 @@ fn f32_slice_mut(data: &mut TensorData) -> &mut [f32] {
 }
 
 /// Reads a tensor back to the host as f32.
-pub(crate) fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
+pub fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
