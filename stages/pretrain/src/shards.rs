@@ -114,6 +114,12 @@ pub struct ShardGrads {
     pub grads: Gradients,
 }
 
+impl From<ShardGrads> for (MlmModel, burn::tensor::Gradients) {
+    fn from(s: ShardGrads) -> Self {
+        (s.model, s.grads)
+    }
+}
+
 /// Forward and backward passes of `batch` split into `shards` (see the module docs), each
 /// shard's loss multiplied by `scale` (e.g. `1 / accumulation steps`) and its share of the
 /// selected positions. Returns the shards' gradients and the micro-batch's mean loss (off the
@@ -229,11 +235,5 @@ mod tests {
                 assert_eq!(shard_count(&cpu, 1, 8), 1);
             });
         }
-    }
-}
-
-impl From<ShardGrads> for (MlmModel, burn::tensor::Gradients) {
-    fn from(s: ShardGrads) -> Self {
-        (s.model, s.grads)
     }
 }
