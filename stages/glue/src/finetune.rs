@@ -9,9 +9,9 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use cram_model::{ClassLabels, ClassificationModel, ModelConfig};
-use cram_train::{AdamW, AdamWConfig, GradAccumulator};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -190,18 +190,17 @@ pub fn run_task(
         .map(|d| tokenizer.encode(&d.examples).map(|e| e.ids))
         .collect::<Result<_>>()?;
 
-    // Schedule and optimizer: the training kit's AdamW, PyTorch's arithmetic (bias-corrected
-    // moments, ε added to the square root of the corrected second moment, decoupled decay),
-    // one fused pass per parameter on the CPU; GLUE_sane clips nothing.
+    // Schedule and optimizer (burn's AdamW: bias-corrected moments, ε added to the square root
+    // of the corrected second moment, decoupled decay `θ -= lr λ θ`, as PyTorch's AdamW).
     let batches_per_epoch = train.examples.len().div_ceil(h.batch_size);
     let total_steps = batches_per_epoch * h.epochs;
     let schedule = CosineSchedule::new(h.lr, h.warmup_fraction, total_steps);
-    let mut optim = AdamW::new(AdamWConfig {
-        betas: (h.beta1, h.beta2),
-        eps: h.eps,
-        weight_decay: h.weight_decay,
-        grad_clip: None,
-    });
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(h.beta1 as f32)
+        .with_beta_2(h.beta2 as f32)
+        .with_epsilon(h.eps as f32)
+        .with_weight_decay(h.weight_decay as f32)
+        .init();
 
     progress.set_length(total_steps as u64);
     progress.set_position(0);
@@ -242,10 +241,9 @@ pub fn run_task(
             }
             loss_sum += value * rows.len() as f64;
             loss_count += rows.len();
-            let mut grads = GradAccumulator::new();
-            grads.add(&model, loss.backward());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
             last_lr = schedule.lr(step);
-            model = optim.step(model, grads, last_lr).0;
+            model = optim.step(last_lr, model, grads);
             step += 1;
             progress.inc(1);
         }

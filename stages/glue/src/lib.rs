@@ -35,7 +35,7 @@ pub use synthetic::{SyntheticGlueParams, SyntheticGlueSummary, write_synthetic_g
 pub use task::{GlueTask, task_files};
 
 /// Bumped whenever a change to the code changes the bytes the `glue` kind writes.
-pub const CODE_VERSION: u32 = 4;
+pub const CODE_VERSION: u32 = 3;
 
 /// Bumped whenever a change to the code changes the bytes [`write_synthetic_glue`] writes.
 pub const SYNTHETIC_CODE_VERSION: u32 = 1;

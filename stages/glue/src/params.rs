@@ -24,8 +24,7 @@ pub struct GlueParams {
     pub beta2: f64,
     /// AdamW ε (added to the square root of the second moment, as PyTorch does).
     pub eps: f64,
-    /// Decoupled weight decay of AdamW, applied as in pretraining to every parameter but the
-    /// biases and LayerNorms (by contract name).
+    /// Decoupled weight decay of AdamW (applied to every parameter when non-zero).
     pub weight_decay: f64,
     /// Training batch size (sequences per update).
     pub batch_size: usize,
