@@ -78,7 +78,7 @@ class CramEmbedding(nn.Module):
         if table is None:
             table = sinusoid_table(self.max_seq_length, self.word.embedding_dim, device)
             self._tables[device] = table
-        return table[:seq].to(self.pos_scale.dtype) * self.pos_scale
+        return table[:seq] * self.pos_scale
 
     def forward(self, input_ids):
         seq = input_ids.shape[1]

@@ -105,7 +105,10 @@ pub fn export_hugging_face(
     let kind = file.metadata().get("kind").cloned().unwrap_or_default();
     let (architecture, classes) = match kind.as_str() {
         KIND_MLM => ("CramForMaskedLM", 0),
-        KIND_CLASSIFICATION => ("CramForSequenceClassification", file.config()?.num_labels),
+        KIND_CLASSIFICATION => {
+            file.check_kind(KIND_CLASSIFICATION)?;
+            ("CramForSequenceClassification", file.config()?.num_labels)
+        }
         other => {
             return Err(ModelError::Metadata {
                 path: model_path,
