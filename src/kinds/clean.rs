@@ -74,6 +74,11 @@ fn run_dedup(ctx: &StageContext<'_>, p: &DedupParams) -> Result<Value> {
             "seconds_find": s.seconds_find,
             "seconds_write": s.seconds_write,
             "peak_rss_bytes": s.peak_rss_bytes,
+            "baseline_rss_bytes": s.baseline_rss_bytes,
+            "within_budget": s.within_budget,
+            "page_releases": s.page_releases,
+            "parts": s.parts,
+            "memory_estimate_bytes": s.memory_estimate_bytes,
         }),
     )
 }

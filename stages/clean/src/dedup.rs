@@ -8,9 +8,13 @@
 //! multi-byte character are widened to whole characters, so the output is
 //! valid UTF-8. The remaining pieces of a document are concatenated as they
 //! are (as the reference does); documents left with fewer than `min_chars`
-//! characters are dropped. See [`crate::suffix`] for the algorithm and its
-//! memory (≈ 1.25 bytes per input byte plus 4 bytes per byte of each part
-//! being built, one per thread).
+//! characters are dropped. See [`crate::suffix`] for the algorithm.
+//!
+//! Memory: the corpus is read onto the heap while the in-memory pass fits
+//! in `memory_mb` (≈ 1.125 bytes per input byte plus 4 bytes per byte of
+//! each part being built, one per thread); past that it spills to a scratch
+//! file, and the pass runs memory-mapped within the budget
+//! ([`crate::suffix::find_duplicates_within`]). Both give the same bytes.
 
 use std::path::{Path, PathBuf};
 
@@ -20,10 +24,16 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::suffix::{Corpus, Keep, RepeatedWindow, SuffixError, find_duplicates, memory_estimate};
+use crate::residency::{Residency, resident_bytes, status_kib};
+use crate::suffix::{
+    Budget, Corpus, CorpusWriter, Duplicates, Keep, RepeatedWindow, SuffixError, find_duplicates,
+    find_duplicates_within, memory_estimate,
+};
 
 /// Bumped whenever a change to the code changes the bytes `dedup` writes.
-pub const DEDUP_CODE_VERSION: u32 = 1;
+/// 2: `summary.json` no longer holds the part count and memory estimate
+/// (facts of the run, which depend on the budget and the thread count).
+pub const DEDUP_CODE_VERSION: u32 = 2;
 
 /// Documents per parallel batch when writing.
 const WRITE_BATCH: usize = 4096;
@@ -44,8 +54,15 @@ pub struct DedupParams {
     /// Largest part, in MiB, whose suffix array is built at once (4 bytes
     /// per byte while it is built, one part per thread in parallel); larger
     /// corpora are split into parts whose suffix arrays are merged. Memory ≈
-    /// 1.25 × corpus + 4 × threads × part.
+    /// 1.125 × corpus + 4 × threads × part. Under the memory budget parts
+    /// are sized to the budget instead.
     pub part_mb: usize,
+    /// Memory budget in MiB. While the in-memory pass fits, it runs; a
+    /// larger corpus is kept in memory-mapped scratch files (about 5.2 bytes
+    /// of disk per input byte) and the pass holds its resident memory under
+    /// the budget, on top of what the process held before the stage. The
+    /// output is the same either way.
+    pub memory_mb: u64,
     /// Number of most repeated spans listed in the summary.
     pub report_top: usize,
 }
@@ -57,6 +74,7 @@ impl Default for DedupParams {
             keep: Keep::None,
             min_chars: 1,
             part_mb: 8,
+            memory_mb: 4096,
             report_top: 20,
         }
     }
@@ -91,19 +109,33 @@ pub struct DedupSummary {
     pub repeated_windows: u64,
     /// The most repeated spans (left-maximal windows, text truncated).
     pub top_repeated: Vec<RepeatedWindow>,
-    /// Parts the suffix array was built in.
+    /// Parts the suffix array was built in (not serialised, as every field
+    /// below: `summary.json` holds only what the input and the parameters
+    /// determine, so identical outputs hash the same; these are facts of the
+    /// run, which depend on the budget and the threads).
+    #[serde(skip)]
     pub parts: usize,
-    /// Estimated memory of the suffix-array pass in bytes (text, bitmaps,
-    /// the suffix arrays built at once, one per thread).
+    /// Whether the pass ran memory-mapped under the budget (else in memory).
+    #[serde(skip)]
+    pub within_budget: bool,
+    /// Estimated memory of the in-memory pass in bytes (text, marks,
+    /// document offsets, the suffix arrays built at once, one per thread).
+    #[serde(skip)]
     pub memory_estimate_bytes: u64,
     /// That estimate per input byte.
+    #[serde(skip)]
     pub memory_bytes_per_input_byte: f64,
+    /// Resident memory of the process when the stage began (Linux `VmRSS`),
+    /// not charged to the budget.
+    #[serde(skip)]
+    pub baseline_rss_bytes: Option<u64>,
     /// Peak resident memory of the process (Linux `VmHWM`) at the end of the
     /// stage, if known; includes whatever ran before in the same process.
-    /// Not serialised: `summary.json` holds only what the input and the
-    /// parameters determine, so identical outputs hash the same.
     #[serde(skip)]
     pub peak_rss_bytes: Option<u64>,
+    /// Times the mapped pages were dropped to stay within the budget.
+    #[serde(skip)]
+    pub page_releases: u64,
     /// Seconds spent reading the documents (not serialised).
     #[serde(skip)]
     pub seconds_read: f64,
@@ -141,10 +173,7 @@ pub enum DedupError {
 
 /// Peak resident set size of this process (Linux only).
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    status_kib("VmHWM:").map(|k| k * 1024)
 }
 
 /// What remains of one document after its cuts, or `None` if it is dropped.
@@ -154,12 +183,7 @@ struct Cut {
     spans: u64,
 }
 
-fn cut_document(
-    corpus: &Corpus,
-    duplicates: &crate::suffix::Duplicates,
-    doc: usize,
-    min_chars: u64,
-) -> Cut {
+fn cut_document(corpus: &Corpus, duplicates: &Duplicates, doc: usize, min_chars: u64) -> Cut {
     let original = corpus.document(doc);
     let cuts = duplicates.cuts(corpus, doc);
     let mut kept = String::with_capacity(original.len());
@@ -198,21 +222,17 @@ pub fn run_dedup(
             "part_mb must be at least 1".into(),
         ));
     }
-    let t0 = std::time::Instant::now();
-    progress.set_message("reading documents");
-    progress.set_length(cram_data::documents::count_documents(documents_dir)?);
-    progress.set_position(0);
-    let mut corpus = Corpus::new();
-    for batch in read_documents(documents_dir)? {
-        let batch = batch?;
-        for text in &batch {
-            corpus.push(text);
-        }
-        progress.inc(batch.len() as u64);
+    if params.memory_mb == 0 {
+        return Err(DedupError::InvalidParams(
+            "memory_mb must be at least 1".into(),
+        ));
     }
-    let seconds_read = t0.elapsed().as_secs_f64();
-
-    let t1 = std::time::Instant::now();
+    let baseline = resident_bytes();
+    let budget = Budget {
+        bytes: params.memory_mb.saturating_mul(1 << 20),
+        baseline: baseline.unwrap_or(0),
+    };
+    let threads = rayon::current_num_threads();
     let part_bytes = params.part_mb.saturating_mul(1 << 20);
     let scratch = tempfile::Builder::new()
         .prefix(".dedup-scratch-")
@@ -221,31 +241,85 @@ pub fn run_dedup(
             path: out_dir.to_path_buf(),
             source,
         })?;
-    let duplicates = find_duplicates(
-        &corpus,
-        params.min_length,
-        params.keep,
-        part_bytes,
-        scratch.path(),
-        progress,
-    )?;
-    let scratch_path = scratch.path().to_path_buf();
-    scratch.close().map_err(|source| DedupError::Io {
-        path: scratch_path,
-        source,
-    })?;
+
+    let t0 = std::time::Instant::now();
+    progress.set_message("reading documents");
+    let documents = cram_data::documents::count_documents(documents_dir)?;
+    progress.set_length(documents);
+    progress.set_position(0);
+    let mut loader = Loader::Heap(Corpus::new());
+    for batch in read_documents(documents_dir)? {
+        let batch = batch?;
+        for text in &batch {
+            loader.push(text)?;
+        }
+        if let Loader::Heap(corpus) = &loader {
+            let fits = memory_estimate(
+                corpus.len(),
+                documents as usize,
+                part_bytes,
+                params.min_length,
+                threads,
+            ) <= budget.bytes;
+            if !fits {
+                progress.set_message("reading documents (to a scratch file: over memory_mb)");
+                loader = loader.spill(&scratch.path().join("corpus.txt"))?;
+            }
+        }
+        progress.inc(batch.len() as u64);
+    }
+    let corpus = loader.finish()?;
+    let seconds_read = t0.elapsed().as_secs_f64();
+
+    let t1 = std::time::Instant::now();
+    let duplicates = if corpus.is_mapped() {
+        find_duplicates_within(
+            &corpus,
+            params.min_length,
+            params.keep,
+            budget,
+            scratch.path(),
+            progress,
+        )?
+    } else {
+        find_duplicates(
+            &corpus,
+            params.min_length,
+            params.keep,
+            part_bytes,
+            scratch.path(),
+            progress,
+        )?
+    };
     let seconds_find = t1.elapsed().as_secs_f64();
 
     let t2 = std::time::Instant::now();
     progress.set_message("cutting and writing");
     progress.set_length(corpus.documents() as u64);
     progress.set_position(0);
+    // Under the budget, batches are also bounded in bytes (their texts are
+    // held at once) and the mapped pages they touched are dropped when the
+    // resident set passes its limit.
+    let (residency, batch_bytes) = if corpus.is_mapped() {
+        let limit = budget.baseline + budget.bytes / 4 * 3;
+        (
+            Residency::limited(&corpus, None, limit, budget.bytes / 8, threads),
+            (budget.bytes / 32).max(1 << 20) as usize,
+        )
+    } else {
+        (Residency::unlimited(&corpus), usize::MAX)
+    };
     let mut writer = DocumentWriter::create(out_dir)?;
     let (mut documents_changed, mut documents_dropped, mut duplicate_bytes, mut duplicate_spans) =
         (0u64, 0u64, 0u64, 0u64);
     let mut start = 0;
     while start < corpus.documents() {
-        let end = (start + WRITE_BATCH).min(corpus.documents());
+        let mut end = start + 1;
+        let mut bytes = corpus.range(start).len();
+        while end < corpus.documents() && end - start < WRITE_BATCH && bytes < batch_bytes {
+            bytes += corpus.range(end).len();
+            end += 1;
+        }
         let cuts: Vec<Cut> = (start..end)
             .into_par_iter()
             .map(|d| cut_document(&corpus, &duplicates, d, params.min_chars))
@@ -259,39 +333,62 @@ pub fn run_dedup(
                 None => documents_dropped += 1,
             }
         }
+        residency.check();
         progress.set_position(end as u64);
         start = end;
     }
     let written = writer.finish()?;
+    let (documents_in, bytes_in) = (corpus.documents() as u64, corpus.len() as u64);
+    let within_budget = corpus.is_mapped();
+    let (window_starts, duplicated_windows, repeated_windows, parts) = (
+        duplicates.window_starts,
+        duplicates.duplicated_windows,
+        duplicates.groups,
+        duplicates.parts,
+    );
+    let page_releases = duplicates.page_releases + residency.releases();
+    drop(residency);
     let seconds_write = t2.elapsed().as_secs_f64();
+    let top_repeated = duplicates.top_windows(&corpus, params.report_top);
+    drop(duplicates);
+    drop(corpus);
+    let scratch_path = scratch.path().to_path_buf();
+    scratch.close().map_err(|source| DedupError::Io {
+        path: scratch_path,
+        source,
+    })?;
 
     let memory = memory_estimate(
-        corpus.len(),
+        bytes_in as usize,
+        documents_in as usize,
         part_bytes,
         params.min_length,
-        rayon::current_num_threads(),
+        threads,
     );
     let summary = DedupSummary {
-        documents_in: corpus.documents() as u64,
-        bytes_in: corpus.len() as u64,
+        documents_in,
+        bytes_in,
         documents_out: written.documents,
         bytes_out: written.bytes,
         documents_changed,
         documents_dropped,
         duplicate_bytes,
         duplicate_spans,
-        window_starts: duplicates.window_starts,
-        duplicated_windows: duplicates.duplicated_windows,
-        repeated_windows: duplicates.groups,
-        top_repeated: duplicates.top_windows(&corpus, params.report_top),
-        parts: duplicates.parts,
+        window_starts,
+        duplicated_windows,
+        repeated_windows,
+        top_repeated,
+        parts,
+        within_budget,
         memory_estimate_bytes: memory,
-        memory_bytes_per_input_byte: if corpus.is_empty() {
+        memory_bytes_per_input_byte: if bytes_in == 0 {
             0.0
         } else {
-            memory as f64 / corpus.len() as f64
+            memory as f64 / bytes_in as f64
         },
+        baseline_rss_bytes: baseline,
         peak_rss_bytes: peak_rss_bytes(),
+        page_releases,
         seconds_read,
         seconds_find,
         seconds_write,
@@ -300,4 +397,42 @@ pub fn run_dedup(
     crate::write_summary(out_dir, &summary)
         .map_err(|(path, source)| DedupError::Io { path, source })?;
     Ok(summary)
+}
+
+/// The corpus while it is read: on the heap until the in-memory pass would
+/// no longer fit the budget, then in a scratch file.
+enum Loader {
+    Heap(Corpus),
+    File(CorpusWriter),
+}
+
+impl Loader {
+    fn push(&mut self, document: &str) -> Result<(), DedupError> {
+        match self {
+            Loader::Heap(corpus) => corpus.push(document),
+            Loader::File(writer) => writer.push(document)?,
+        }
+        Ok(())
+    }
+
+    /// Moves what was read so far to the file `path` and goes on there.
+    fn spill(self, path: &Path) -> Result<Loader, DedupError> {
+        match self {
+            Loader::Heap(corpus) => {
+                let mut writer = CorpusWriter::create(path)?;
+                for d in 0..corpus.documents() {
+                    writer.push(corpus.document(d))?;
+                }
+                Ok(Loader::File(writer))
+            }
+            file => Ok(file),
+        }
+    }
+
+    fn finish(self) -> Result<Corpus, DedupError> {
+        match self {
+            Loader::Heap(corpus) => Ok(corpus),
+            Loader::File(writer) => Ok(writer.finish()?),
+        }
+    }
 }

@@ -15,12 +15,16 @@ pub(crate) mod bits;
 pub mod dedup;
 pub mod filter;
 pub mod normalize;
+pub(crate) mod residency;
 pub mod suffix;
 
 pub use dedup::{DEDUP_CODE_VERSION, DedupError, DedupParams, DedupSummary, run_dedup};
 pub use filter::{FILTER_CODE_VERSION, FilterError, FilterParams, FilterSummary, run_filter};
 pub use normalize::{NormalizeOptions, UnicodeForm};
-pub use suffix::{Corpus, Duplicates, Keep, RepeatedWindow, find_duplicates};
+pub use suffix::{
+    Budget, Corpus, CorpusWriter, Duplicates, Keep, RepeatedWindow, find_duplicates,
+    find_duplicates_within,
+};
 
 use std::path::{Path, PathBuf};
 

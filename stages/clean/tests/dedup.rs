@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use cram_clean::{Corpus, DedupParams, Keep, find_duplicates, run_dedup};
+use cram_clean::suffix::SuffixError;
+use cram_clean::{
+    Budget, Corpus, CorpusWriter, DedupParams, Keep, find_duplicates, find_duplicates_within,
+    run_dedup,
+};
 use cram_data::documents::{DocumentWriter, read_documents};
 use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
@@ -370,6 +374,173 @@ fn one_huge_document_split_into_parts() {
             "part={part}"
         );
     }
+}
+
+/// About `bytes` of word salad in documents of up to 2 KB, a tenth of them
+/// carrying a copy of a passage of an earlier one (quick to make in bulk,
+/// unlike [`random_docs`]).
+fn word_docs(seed: u64, bytes: usize) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let words = [
+        "the", "a", "of", "cat", "sat", "on", "mat", "é", "naïve", "x",
+    ];
+    let mut docs: Vec<String> = Vec::new();
+    let mut total = 0;
+    while total < bytes {
+        let mut s = String::new();
+        let len = rng.random_range(0..2000);
+        while s.len() < len {
+            if !docs.is_empty() && rng.random_bool(0.01) {
+                let src = docs[rng.random_range(0..docs.len())].as_bytes();
+                let a = rng.random_range(0..src.len().max(1));
+                let b = (a + rng.random_range(20..200)).min(src.len());
+                s.push_str(&String::from_utf8_lossy(&src[a..b]));
+            } else {
+                s.push_str(words[rng.random_range(0..words.len())]);
+                s.push(' ');
+            }
+        }
+        total += s.len();
+        docs.push(s);
+    }
+    docs
+}
+
+fn two_threads() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn within_a_budget_the_marks_are_those_of_the_in_memory_pass() {
+    let docs = word_docs(23, 1_500_000);
+    let heap = Corpus::from_documents(&docs);
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = CorpusWriter::create(&dir.path().join("corpus.txt")).unwrap();
+    for d in &docs {
+        writer.push(d).unwrap();
+    }
+    let mapped = writer.finish().unwrap();
+    assert!(mapped.is_mapped() && !heap.is_mapped());
+    assert!(mapped.text() == heap.text() && mapped.documents() == heap.documents());
+    // Baseline 0: the resident set is always over the limit, so the mapped
+    // pages of the text and of the marks are dropped at every check, in
+    // the middle of the scan; no mark may be lost.
+    let budget = Budget {
+        bytes: 2 << 20,
+        baseline: 0,
+    };
+    for (l, keep) in [(1, Keep::First), (12, Keep::None), (40, Keep::First)] {
+        let scratch = tempfile::tempdir().unwrap();
+        let a = find_duplicates(
+            &heap,
+            l,
+            keep,
+            8 << 20,
+            scratch.path(),
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let b = two_threads()
+            .install(|| {
+                find_duplicates_within(
+                    &mapped,
+                    l,
+                    keep,
+                    budget,
+                    scratch.path(),
+                    &ProgressBar::hidden(),
+                )
+            })
+            .unwrap();
+        assert!(b.parts > 10, "L={l}: {} parts", b.parts);
+        assert!(b.page_releases > 0, "L={l}");
+        assert!(a.duplicated_windows > 0, "L={l}: test data has repeats");
+        assert_eq!(
+            (a.window_starts, a.duplicated_windows, a.groups),
+            (b.window_starts, b.duplicated_windows, b.groups),
+            "L={l}"
+        );
+        for d in 0..heap.documents() {
+            assert_eq!(a.cuts(&heap, d), b.cuts(&mapped, d), "L={l}, document {d}");
+        }
+        assert_eq!(
+            a.top_windows(&heap, 20),
+            b.top_windows(&mapped, 20),
+            "L={l}"
+        );
+    }
+}
+
+#[test]
+fn a_budget_too_small_names_the_parameter_and_the_least_that_works() {
+    let docs = word_docs(5, 300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = CorpusWriter::create(&dir.path().join("corpus.txt")).unwrap();
+    for d in &docs {
+        writer.push(d).unwrap();
+    }
+    let corpus = writer.finish().unwrap();
+    let budget = Budget {
+        bytes: 100 << 10,
+        baseline: 0,
+    };
+    let err = two_threads()
+        .install(|| {
+            find_duplicates_within(
+                &corpus,
+                50,
+                Keep::None,
+                budget,
+                dir.path(),
+                &ProgressBar::hidden(),
+            )
+        })
+        .unwrap_err();
+    assert!(matches!(err, SuffixError::Budget { needed_mb, .. } if needed_mb >= 1));
+    let message = err.to_string();
+    assert!(message.contains("raise memory_mb to at least"), "{message}");
+}
+
+#[test]
+fn the_stage_writes_the_same_bytes_in_memory_and_within_a_budget() {
+    let docs = word_docs(31, 2_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_docs(&input, &docs);
+    let mut outputs = Vec::new();
+    for memory_mb in [4096, 1] {
+        let out = dir.path().join(format!("out-{memory_mb}"));
+        std::fs::create_dir(&out).unwrap();
+        let params = DedupParams {
+            min_length: 50,
+            memory_mb,
+            ..DedupParams::default()
+        };
+        let summary = two_threads()
+            .install(|| run_dedup(&params, &input, &out, &ProgressBar::hidden()))
+            .unwrap();
+        assert_eq!(summary.within_budget, memory_mb == 1);
+        assert!(summary.duplicate_bytes > 0);
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        outputs.push(files);
+    }
+    let names: Vec<&String> = outputs[0].iter().map(|f| &f.0).collect();
+    assert!(names.iter().any(|n| n.ends_with(".parquet")), "{names:?}");
+    assert!(outputs[0] == outputs[1], "outputs differ: {names:?}");
 }
 
 fn write_docs(dir: &std::path::Path, docs: &[String]) {

@@ -1,0 +1,301 @@
+//! Streaming the parts' window starts back and merging them in window order.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::SuffixError;
+
+/// The window starts of one part in window order: in memory (single part)
+/// or in a scratch file of little-endian `u32` offsets from `base`.
+pub(super) enum Source {
+    Memory {
+        starts: Vec<i32>,
+        base: usize,
+    },
+    File {
+        path: PathBuf,
+        file: File,
+        base: usize,
+        count: u64,
+    },
+}
+
+impl Source {
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Source::Memory { starts, .. } => starts.len() as u64,
+            Source::File { count, .. } => *count,
+        }
+    }
+
+    /// Position of the `i`-th window start.
+    pub(super) fn get(&self, i: u64) -> Result<usize, SuffixError> {
+        match self {
+            Source::Memory { starts, base } => Ok(base + starts[i as usize] as u32 as usize),
+            Source::File {
+                path, file, base, ..
+            } => {
+                let mut b = [0u8; 4];
+                file.read_exact_at(&mut b, i * 4)
+                    .map_err(|source| SuffixError::Scratch {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(base + u32::from_le_bytes(b) as usize)
+            }
+        }
+    }
+
+    /// Index of the first window start whose window is not below `pivot`.
+    pub(super) fn lower_bound<'t>(
+        &self,
+        pivot: &[u8],
+        window: &impl Fn(usize) -> &'t [u8],
+    ) -> Result<u64, SuffixError> {
+        let (mut lo, mut hi) = (0u64, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if window(self.get(mid)?) < pivot {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// A reader of the window starts with indices in `range`, reading
+    /// `chunk` of them at a time from a file.
+    pub(super) fn reader(
+        &self,
+        range: Range<u64>,
+        chunk: usize,
+    ) -> Result<Reader<'_>, SuffixError> {
+        match self {
+            Source::Memory { starts, base } => Ok(Reader::Memory {
+                starts: &starts[range.start as usize..range.end as usize],
+                base: *base,
+            }),
+            Source::File { path, base, .. } => {
+                let io = |source| SuffixError::Scratch {
+                    path: path.clone(),
+                    source,
+                };
+                let mut file = File::open(path).map_err(io)?;
+                file.seek(SeekFrom::Start(range.start * 4)).map_err(io)?;
+                Ok(Reader::File {
+                    path,
+                    file,
+                    chunk: chunk.max(1),
+                    base: *base,
+                    remaining: range.end - range.start,
+                    buffer: Vec::new(),
+                    at: 0,
+                })
+            }
+        }
+    }
+}
+
+/// How many window starts ahead a reader asks the CPU to fetch the text of:
+/// the merge visits text at random places, so it is bound by memory latency
+/// unless the next windows are already on their way to the cache.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Hints the CPU to load the cache line of `text[p]` (no effect off x86-64).
+#[inline(always)]
+fn prefetch(text: &[u8], p: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if p < text.len() {
+        // SAFETY: `p` is in bounds, and a prefetch is only a hint: it never
+        // faults and has no visible effect on memory.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                text.as_ptr().add(p).cast::<i8>(),
+                std::arch::x86_64::_MM_HINT_T0,
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (text, p);
+}
+
+/// Streams window starts from a [`Source`] (its file read by `chunk`
+/// window starts: the merge holds one such buffer per part and thread).
+pub(super) enum Reader<'s> {
+    Memory {
+        starts: &'s [i32],
+        base: usize,
+    },
+    File {
+        path: &'s Path,
+        file: File,
+        chunk: usize,
+        base: usize,
+        remaining: u64,
+        buffer: Vec<u8>,
+        at: usize,
+    },
+}
+
+impl Reader<'_> {
+    fn next(&mut self, text: &[u8]) -> Result<Option<usize>, SuffixError> {
+        match self {
+            Reader::Memory { starts, base } => match starts.split_first() {
+                Some((&first, rest)) => {
+                    if let Some(&ahead) = rest.get(PREFETCH_AHEAD) {
+                        prefetch(text, *base + ahead as u32 as usize);
+                    }
+                    *starts = rest;
+                    Ok(Some(*base + first as u32 as usize))
+                }
+                None => Ok(None),
+            },
+            Reader::File {
+                path,
+                file,
+                chunk,
+                base,
+                remaining,
+                buffer,
+                at,
+            } => {
+                if *at == buffer.len() {
+                    if *remaining == 0 {
+                        return Ok(None);
+                    }
+                    let take = (*remaining).min(*chunk as u64) as usize;
+                    buffer.resize(take * 4, 0);
+                    file.read_exact(buffer)
+                        .map_err(|source| SuffixError::Scratch {
+                            path: path.to_path_buf(),
+                            source,
+                        })?;
+                    *remaining -= take as u64;
+                    *at = 0;
+                }
+                let b = &buffer[*at..*at + 4];
+                *at += 4;
+                if let Some(a) = buffer.get(*at + 4 * PREFETCH_AHEAD..*at + 4 * PREFETCH_AHEAD + 4)
+                {
+                    prefetch(
+                        text,
+                        *base + u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as usize,
+                    );
+                }
+                Ok(Some(
+                    *base + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                ))
+            }
+        }
+    }
+}
+
+/// `parts - 1` pivot windows splitting the window starts into ranges of
+/// similar size: quantiles of windows sampled at evenly spaced indices of
+/// every source.
+pub(super) fn choose_pivots<'t>(
+    sources: &[Source],
+    window: &impl Fn(usize) -> &'t [u8],
+    parts: usize,
+) -> Result<Vec<&'t [u8]>, SuffixError> {
+    if parts < 2 {
+        return Ok(Vec::new());
+    }
+    const SAMPLES_PER_SOURCE: u64 = 256;
+    let mut samples: Vec<(&[u8], u64)> = Vec::new();
+    for source in sources {
+        let len = source.len();
+        let step = len.div_ceil(SAMPLES_PER_SOURCE).max(1);
+        let mut i = 0;
+        while i < len {
+            samples.push((window(source.get(i)?), step.min(len - i)));
+            i += step;
+        }
+    }
+    samples.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let total: u64 = samples.iter().map(|s| s.1).sum();
+    let mut pivots: Vec<&[u8]> = Vec::new();
+    let mut seen = 0u64;
+    let mut next = 1;
+    for (w, weight) in samples {
+        seen += weight;
+        while next < parts && seen * parts as u64 >= total * next as u64 {
+            if pivots.last() != Some(&w) {
+                pivots.push(w);
+            }
+            next += 1;
+        }
+    }
+    Ok(pivots)
+}
+
+/// Head of one reader in the merge heap (ordered so that the smallest window
+/// is on top of std's max-heap).
+struct Head<'t> {
+    window: &'t [u8],
+    pos: usize,
+    reader: usize,
+}
+
+impl PartialEq for Head<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Head<'_> {}
+impl PartialOrd for Head<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Head<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.window.cmp(self.window).then(other.pos.cmp(&self.pos))
+    }
+}
+
+/// k-way merge of the readers by window; calls `visit` with every window
+/// start in window order.
+pub(super) fn merge<'t>(
+    text: &[u8],
+    window: &impl Fn(usize) -> &'t [u8],
+    mut readers: Vec<Reader<'_>>,
+    mut visit: impl FnMut(usize),
+) -> Result<(), SuffixError> {
+    if readers.len() == 1 {
+        while let Some(p) = readers[0].next(text)? {
+            visit(p);
+        }
+        return Ok(());
+    }
+    let mut heap = BinaryHeap::with_capacity(readers.len());
+    for (i, r) in readers.iter_mut().enumerate() {
+        if let Some(pos) = r.next(text)? {
+            heap.push(Head {
+                window: window(pos),
+                pos,
+                reader: i,
+            });
+        }
+    }
+    while let Some(mut top) = heap.peek_mut() {
+        visit(top.pos);
+        match readers[top.reader].next(text)? {
+            Some(pos) => {
+                top.window = window(pos);
+                top.pos = pos;
+            }
+            None => {
+                PeekMut::pop(top);
+            }
+        }
+    }
+    Ok(())
+}
