@@ -347,7 +347,6 @@ pub fn run_dedup(
         duplicates.parts,
     );
     let page_releases = duplicates.page_releases + residency.releases();
-    drop(residency);
     let seconds_write = t2.elapsed().as_secs_f64();
     let top_repeated = duplicates.top_windows(&corpus, params.report_top);
     drop(duplicates);

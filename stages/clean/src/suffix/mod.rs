@@ -569,7 +569,6 @@ fn find(
         totals.top.extend(s.top);
     }
     let page_releases = residency.releases();
-    drop(residency);
     progress.inc(1);
     Ok(Duplicates {
         min_length,
