@@ -66,6 +66,9 @@ pub static DEDUP: Simple<DedupParams> = Simple {
 
 fn run_dedup(ctx: &StageContext<'_>, p: &DedupParams) -> Result<Value> {
     let docs = ctx.require_input(Artifact::Documents)?;
+    // The pass holds its resident memory to `memory_mb`: freed suffix arrays
+    // and read buffers must go back to the kernel, not stay with mimalloc.
+    let _purge = cram_pretrain::alloc::ReturnFreedMemory::new();
     let s = cram_clean::run_dedup(p, &docs.dir, ctx.out_dir, ctx.progress)?;
     summary_with_timings(
         &s,

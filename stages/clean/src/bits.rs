@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
-use memmap2::{MmapMut, MmapOptions, UncheckedAdvice};
+use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
 
 /// One bit per position, `len` positions.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +98,8 @@ impl AtomicBits {
         // scratch folder and nothing else maps or truncates it; the pages of
         // a new sparse file read as zero, i.e. all bits clear.
         let map = unsafe { MmapOptions::new().len(bytes).map_mut(&file)? };
+        // Marks are set at random places: fault in one page at a time.
+        map.advise(Advice::Random)?;
         Ok(AtomicBits {
             words: WordStore::Mapped(map),
             len,

@@ -18,7 +18,9 @@
 
 use std::path::{Path, PathBuf};
 
-use cram_data::documents::{DocumentWriter, DocumentsError, read_documents};
+use cram_data::documents::{
+    DocumentWriter, DocumentsError, StringColumnBatches, TEXT_COLUMN, list_shards,
+};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -37,6 +39,10 @@ pub const DEDUP_CODE_VERSION: u32 = 2;
 
 /// Documents per parallel batch when writing.
 const WRITE_BATCH: usize = 4096;
+
+/// Documents per batch when reading: small batches keep the Arrow buffers
+/// of the reader small (8192 measured 59 MB peak under mimalloc, 1024 29 MB).
+const READ_BATCH: usize = 1024;
 
 /// Parameters of the `dedup` stage kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -230,7 +236,6 @@ pub fn run_dedup(
     let baseline = resident_bytes();
     let budget = Budget {
         bytes: params.memory_mb.saturating_mul(1 << 20),
-        baseline: baseline.unwrap_or(0),
     };
     let threads = rayon::current_num_threads();
     let part_bytes = params.part_mb.saturating_mul(1 << 20);
@@ -248,7 +253,8 @@ pub fn run_dedup(
     progress.set_length(documents);
     progress.set_position(0);
     let mut loader = Loader::Heap(Corpus::new());
-    for batch in read_documents(documents_dir)? {
+    let shards = list_shards(documents_dir)?;
+    for batch in StringColumnBatches::new(shards, TEXT_COLUMN, READ_BATCH) {
         let batch = batch?;
         for text in &batch {
             loader.push(text)?;
@@ -298,13 +304,12 @@ pub fn run_dedup(
     progress.set_length(corpus.documents() as u64);
     progress.set_position(0);
     // Under the budget, batches are also bounded in bytes (their texts are
-    // held at once) and the mapped pages they touched are dropped when the
-    // resident set passes its limit.
+    // held at once, twice) and the mapped pages they touched are capped at
+    // a quarter of the budget.
     let (residency, batch_bytes) = if corpus.is_mapped() {
-        let limit = budget.baseline + budget.bytes / 4 * 3;
         (
-            Residency::limited(&corpus, None, limit, budget.bytes / 8, threads),
-            (budget.bytes / 32).max(1 << 20) as usize,
+            Residency::limited(&corpus, None, budget.bytes / 4, threads),
+            (budget.bytes / 16).max(1 << 20) as usize,
         )
     } else {
         (Residency::unlimited(&corpus), usize::MAX)

@@ -8,7 +8,10 @@
 //! resident set (Linux `VmRSS`) every so many window starts and, once it
 //! passes the limit, drops the maps' pages from it (`MADV_DONTNEED`): they
 //! stay in the page cache, so reading them again is a minor fault, not a
-//! disk read, while the machine has memory to spare.
+//! disk read, while the machine has memory to spare. Pages are dropped only
+//! when the file-backed part of the resident set grew by more than the
+//! headroom since the last drop, so an anonymous peak above the limit (which
+//! dropping cannot help) does not turn every check into a drop.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -19,44 +22,52 @@ use crate::suffix::Corpus;
 /// checks" (each access touches at most one new page).
 const PAGE: u64 = 4096;
 
-/// A limit on the resident set, enforced by dropping mapped pages.
+/// A cap on the mapped pages in the resident set, enforced by dropping them.
 pub(crate) struct Residency<'a> {
-    /// Resident bytes above which mapped pages are dropped (`None`: no limit).
-    limit: Option<u64>,
+    /// Growth of the file-backed resident bytes that triggers a drop
+    /// (`None`: no cap).
+    cap: Option<u64>,
     /// Accesses between two checks of the resident set.
     interval: u64,
     corpus: &'a Corpus,
     marks: Option<&'a AtomicBits>,
+    /// File-backed resident bytes right after the last drop (or at the
+    /// start): the binary's own pages and the like.
+    file_floor: AtomicU64,
     releases: AtomicU64,
 }
 
 impl<'a> Residency<'a> {
-    /// No limit (the in-memory path): checks cost nothing.
+    /// No cap (the in-memory path): checks cost nothing.
     pub(crate) fn unlimited(corpus: &'a Corpus) -> Self {
         Residency {
-            limit: None,
+            cap: None,
             interval: u64::MAX,
             corpus,
             marks: None,
+            file_floor: AtomicU64::new(0),
             releases: AtomicU64::new(0),
         }
     }
 
-    /// Keeps the resident set under `limit` bytes, checked often enough that
-    /// `threads` threads touching one new page per access overshoot it by at
-    /// most `headroom` bytes between two checks.
+    /// Keeps the pages of the corpus's and the marks' maps in the resident
+    /// set under `cap` bytes: they are dropped once the file-backed resident
+    /// set grew by `cap / 2`, checked often enough that `threads` threads
+    /// touching one new page per access add at most `cap / 2` more between
+    /// two checks. The cap does not depend on the anonymous memory of the
+    /// moment, so a peak of the heap never turns every check into a drop.
     pub(crate) fn limited(
         corpus: &'a Corpus,
         marks: Option<&'a AtomicBits>,
-        limit: u64,
-        headroom: u64,
+        cap: u64,
         threads: usize,
     ) -> Self {
         Residency {
-            limit: Some(limit),
-            interval: (headroom / PAGE / threads.max(1) as u64).max(256),
+            cap: Some(cap),
+            interval: (cap / 2 / PAGE / threads.max(1) as u64).max(64),
             corpus,
             marks,
+            file_floor: AtomicU64::new(file_resident().unwrap_or(0)),
             releases: AtomicU64::new(0),
         }
     }
@@ -67,15 +78,19 @@ impl<'a> Residency<'a> {
         self.interval
     }
 
-    /// Drops the mapped pages if the resident set is over the limit.
+    /// Drops the mapped pages if they grew by half the cap.
     pub(crate) fn check(&self) {
-        let Some(limit) = self.limit else { return };
-        if resident_bytes().is_some_and(|rss| rss > limit) {
+        let Some(cap) = self.cap else { return };
+        let Some(file) = file_resident() else { return };
+        if file.saturating_sub(self.file_floor.load(Relaxed)) > cap / 2 {
             self.corpus.release_pages();
             if let Some(marks) = self.marks {
                 marks.release_pages();
             }
             self.releases.fetch_add(1, Relaxed);
+            if let Some(after) = file_resident() {
+                self.file_floor.store(after, Relaxed);
+            }
         }
     }
 
@@ -83,6 +98,17 @@ impl<'a> Residency<'a> {
     pub(crate) fn releases(&self) -> u64 {
         self.releases.load(Relaxed)
     }
+}
+
+/// File-backed and shared resident bytes (`RssFile + RssShmem`): the
+/// binary, libraries, and the maps of the corpus and the marks.
+fn file_resident() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((kib("RssFile:")? + kib("RssShmem:")?) * 1024)
 }
 
 /// The current resident set of this process (Linux `VmRSS`; `None`
@@ -97,4 +123,41 @@ pub(crate) fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_resident;
+    use crate::bits::AtomicBits;
+    use crate::suffix::CorpusWriter;
+
+    #[test]
+    fn dropping_the_maps_pages_shrinks_the_resident_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = CorpusWriter::create(&dir.path().join("text")).unwrap();
+        let doc = "x".repeat(1000);
+        for _ in 0..16_000 {
+            w.push(&doc).unwrap();
+        }
+        let corpus = w.finish().unwrap();
+        let marks = AtomicBits::mapped(128 << 20, &dir.path().join("marks")).unwrap();
+        let before = file_resident().unwrap();
+        let sum: u64 = corpus
+            .text()
+            .iter()
+            .step_by(4096)
+            .map(|&b| u64::from(b))
+            .sum();
+        for i in (0..128 << 20).step_by(4096 * 8) {
+            marks.set(i);
+        }
+        let touched = file_resident().unwrap();
+        corpus.release_pages();
+        marks.release_pages();
+        let after = file_resident().unwrap();
+        assert_eq!(sum, 120 * 3907);
+        assert!(touched >= before + (30 << 20), "{before} -> {touched}");
+        assert!(after < before + (2 << 20), "{touched} -> {after}");
+        assert_eq!(marks.next_set(1, 128 << 20), Some(4096 * 8));
+    }
 }

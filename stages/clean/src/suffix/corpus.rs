@@ -26,8 +26,9 @@ pub struct Corpus {
 #[derive(Debug)]
 enum Text {
     Heap(Vec<u8>),
-    /// `None` for an empty file (which cannot be mapped).
-    Mapped(Option<Mmap>),
+    /// The file, and its map (`None` for an empty file, which cannot be
+    /// mapped).
+    Mapped(PathBuf, Option<Mmap>),
 }
 
 impl Default for Corpus {
@@ -95,14 +96,22 @@ impl Corpus {
     pub fn text(&self) -> &[u8] {
         match &self.text {
             Text::Heap(text) => text,
-            Text::Mapped(Some(map)) => map,
-            Text::Mapped(None) => &[],
+            Text::Mapped(_, Some(map)) => map,
+            Text::Mapped(_, None) => &[],
         }
     }
 
     /// Whether the text is memory-mapped from a file.
     pub fn is_mapped(&self) -> bool {
-        matches!(self.text, Text::Mapped(_))
+        matches!(self.text, Text::Mapped(..))
+    }
+
+    /// The file the text is mapped from, if it is.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        match &self.text {
+            Text::Mapped(path, _) => Some(path),
+            Text::Heap(_) => None,
+        }
     }
 
     /// Whether `p` is the first byte of some document (binary search).
@@ -142,7 +151,7 @@ impl Corpus {
     /// on the heap): they stay in the page cache, and the next access faults
     /// them back in from there or from the file.
     pub(crate) fn release_pages(&self) {
-        if let Text::Mapped(Some(map)) = &self.text {
+        if let Text::Mapped(_, Some(map)) = &self.text {
             // SAFETY: the map is read-only and private, and the file is never
             // written while mapped: dropped pages read back unchanged.
             let _ = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) };
@@ -202,7 +211,7 @@ impl CorpusWriter {
             Some(unsafe { Mmap::map(&file) }.map_err(|source| scratch(&path, source))?)
         };
         Ok(Corpus {
-            text: Text::Mapped(map),
+            text: Text::Mapped(path, map),
             starts: self.starts,
         })
     }

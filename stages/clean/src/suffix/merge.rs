@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::SuffixError;
+use super::windows::Windows;
 
 /// The window starts of one part in window order: in memory (single part)
 /// or in a scratch file of little-endian `u32` offsets from `base`.
@@ -53,15 +54,15 @@ impl Source {
     }
 
     /// Index of the first window start whose window is not below `pivot`.
-    pub(super) fn lower_bound<'t>(
+    pub(super) fn lower_bound<W: Windows>(
         &self,
-        pivot: &[u8],
-        window: &impl Fn(usize) -> &'t [u8],
+        pivot: &W::Window,
+        windows: &W,
     ) -> Result<u64, SuffixError> {
         let (mut lo, mut hi) = (0u64, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if window(self.get(mid)?) < pivot {
+            if windows.window(self.get(mid)?)? < *pivot {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -103,28 +104,9 @@ impl Source {
     }
 }
 
-/// How many window starts ahead a reader asks the CPU to fetch the text of:
-/// the merge visits text at random places, so it is bound by memory latency
-/// unless the next windows are already on their way to the cache.
+/// How many window starts ahead a reader asks for their windows to be
+/// prefetched.
 const PREFETCH_AHEAD: usize = 16;
-
-/// Hints the CPU to load the cache line of `text[p]` (no effect off x86-64).
-#[inline(always)]
-fn prefetch(text: &[u8], p: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if p < text.len() {
-        // SAFETY: `p` is in bounds, and a prefetch is only a hint: it never
-        // faults and has no visible effect on memory.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(
-                text.as_ptr().add(p).cast::<i8>(),
-                std::arch::x86_64::_MM_HINT_T0,
-            );
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (text, p);
-}
 
 /// Streams window starts from a [`Source`] (its file read by `chunk`
 /// window starts: the merge holds one such buffer per part and thread).
@@ -145,12 +127,12 @@ pub(super) enum Reader<'s> {
 }
 
 impl Reader<'_> {
-    fn next(&mut self, text: &[u8]) -> Result<Option<usize>, SuffixError> {
+    fn next<W: Windows>(&mut self, windows: &W) -> Result<Option<usize>, SuffixError> {
         match self {
             Reader::Memory { starts, base } => match starts.split_first() {
                 Some((&first, rest)) => {
                     if let Some(&ahead) = rest.get(PREFETCH_AHEAD) {
-                        prefetch(text, *base + ahead as u32 as usize);
+                        windows.prefetch(*base + ahead as u32 as usize);
                     }
                     *starts = rest;
                     Ok(Some(*base + first as u32 as usize))
@@ -184,10 +166,7 @@ impl Reader<'_> {
                 *at += 4;
                 if let Some(a) = buffer.get(*at + 4 * PREFETCH_AHEAD..*at + 4 * PREFETCH_AHEAD + 4)
                 {
-                    prefetch(
-                        text,
-                        *base + u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as usize,
-                    );
+                    windows.prefetch(*base + u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as usize);
                 }
                 Ok(Some(
                     *base + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
@@ -200,35 +179,35 @@ impl Reader<'_> {
 /// `parts - 1` pivot windows splitting the window starts into ranges of
 /// similar size: quantiles of windows sampled at evenly spaced indices of
 /// every source.
-pub(super) fn choose_pivots<'t>(
+pub(super) fn choose_pivots<W: Windows>(
     sources: &[Source],
-    window: &impl Fn(usize) -> &'t [u8],
+    windows: &W,
     parts: usize,
-) -> Result<Vec<&'t [u8]>, SuffixError> {
+) -> Result<Vec<W::Window>, SuffixError> {
     if parts < 2 {
         return Ok(Vec::new());
     }
     const SAMPLES_PER_SOURCE: u64 = 256;
-    let mut samples: Vec<(&[u8], u64)> = Vec::new();
+    let mut samples: Vec<(W::Window, u64)> = Vec::new();
     for source in sources {
         let len = source.len();
         let step = len.div_ceil(SAMPLES_PER_SOURCE).max(1);
         let mut i = 0;
         while i < len {
-            samples.push((window(source.get(i)?), step.min(len - i)));
+            samples.push((windows.window(source.get(i)?)?, step.min(len - i)));
             i += step;
         }
     }
-    samples.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    samples.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let total: u64 = samples.iter().map(|s| s.1).sum();
-    let mut pivots: Vec<&[u8]> = Vec::new();
+    let mut pivots: Vec<W::Window> = Vec::new();
     let mut seen = 0u64;
     let mut next = 1;
     for (w, weight) in samples {
         seen += weight;
         while next < parts && seen * parts as u64 >= total * next as u64 {
             if pivots.last() != Some(&w) {
-                pivots.push(w);
+                pivots.push(w.clone());
             }
             next += 1;
         }
@@ -238,62 +217,65 @@ pub(super) fn choose_pivots<'t>(
 
 /// Head of one reader in the merge heap (ordered so that the smallest window
 /// is on top of std's max-heap).
-struct Head<'t> {
-    window: &'t [u8],
+struct Head<T> {
+    window: T,
     pos: usize,
     reader: usize,
 }
 
-impl PartialEq for Head<'_> {
+impl<T: Ord> PartialEq for Head<T> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Head<'_> {}
-impl PartialOrd for Head<'_> {
+impl<T: Ord> Eq for Head<T> {}
+impl<T: Ord> PartialOrd for Head<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Head<'_> {
+impl<T: Ord> Ord for Head<T> {
     fn cmp(&self, other: &Self) -> Ordering {
-        other.window.cmp(self.window).then(other.pos.cmp(&self.pos))
+        other
+            .window
+            .cmp(&self.window)
+            .then(other.pos.cmp(&self.pos))
     }
 }
 
 /// k-way merge of the readers by window; calls `visit` with every window
-/// start in window order.
-pub(super) fn merge<'t>(
-    text: &[u8],
-    window: &impl Fn(usize) -> &'t [u8],
+/// start and its window, in window order.
+pub(super) fn merge<W: Windows>(
+    windows: &W,
     mut readers: Vec<Reader<'_>>,
-    mut visit: impl FnMut(usize),
+    mut visit: impl FnMut(usize, W::Window) -> Result<(), SuffixError>,
 ) -> Result<(), SuffixError> {
     if readers.len() == 1 {
-        while let Some(p) = readers[0].next(text)? {
-            visit(p);
+        while let Some(p) = readers[0].next(windows)? {
+            visit(p, windows.window(p)?)?;
         }
         return Ok(());
     }
     let mut heap = BinaryHeap::with_capacity(readers.len());
     for (i, r) in readers.iter_mut().enumerate() {
-        if let Some(pos) = r.next(text)? {
+        if let Some(pos) = r.next(windows)? {
             heap.push(Head {
-                window: window(pos),
+                window: windows.window(pos)?,
                 pos,
                 reader: i,
             });
         }
     }
     while let Some(mut top) = heap.peek_mut() {
-        visit(top.pos);
-        match readers[top.reader].next(text)? {
+        match readers[top.reader].next(windows)? {
             Some(pos) => {
-                top.window = window(pos);
-                top.pos = pos;
+                let window = std::mem::replace(&mut top.window, windows.window(pos)?);
+                let visited = std::mem::replace(&mut top.pos, pos);
+                visit(visited, window)?;
             }
             None => {
-                PeekMut::pop(top);
+                let head = PeekMut::pop(top);
+                visit(head.pos, head.window)?;
             }
         }
     }

@@ -72,10 +72,12 @@ use crate::residency::Residency;
 mod corpus;
 mod merge;
 mod scan;
+mod windows;
 
 pub use corpus::{Corpus, CorpusWriter};
 use merge::{Source, choose_pivots, merge};
 use scan::{Scan, ScanTotals};
+use windows::{FromFile, InMemory, Windows};
 
 /// Which copies of a repeated window are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -283,14 +285,13 @@ pub fn memory_estimate(
     (bytes + bytes / 8 + 8 * (documents + 1) + 4 * part * parts) as u64
 }
 
-/// A memory budget for [`find_duplicates_within`].
+/// A memory budget for [`find_duplicates_within`]: the bytes the pass may
+/// hold resident on top of what the process held before it (its code, the
+/// allocator's caches, what earlier work left).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
-    /// Bytes the pass may hold resident on top of `baseline`.
+    /// The budget in bytes.
     pub bytes: u64,
-    /// The process's resident bytes before the pass began (its code, the
-    /// allocator, what earlier work left), not charged to the budget.
-    pub baseline: u64,
 }
 
 /// How a pass lays out its work: the part size, the merge's read buffers
@@ -299,8 +300,8 @@ struct Plan {
     part_bytes: usize,
     /// Window starts per read of a part file (per part and thread).
     chunk: usize,
-    /// `Some` under a budget: the marks go to a mapped file and the
-    /// resident set is kept under `baseline + 3/4 × budget`.
+    /// `Some` under a budget: the marks go to a mapped file and the mapped
+    /// pages in the resident set are capped at a quarter of the budget.
     budget: Option<Budget>,
 }
 
@@ -415,13 +416,15 @@ pub fn find_duplicates(
 }
 
 /// [`find_duplicates`] under a memory budget: the same marks, with the
-/// parts sized to the budget, the marks in a mapped file in `scratch`, and
-/// the resident set held under `budget.baseline + 3/4 × budget.bytes` (plus
-/// what the threads touch between two checks, at most 1/8 more) by dropping
-/// the pages of the corpus (mapped from a [`CorpusWriter`]'s file for the
-/// budget to hold) and of the marks. Fails with [`SuffixError::Budget`] when
-/// the budget cannot hold the suffix arrays of small parts, the document
-/// offsets or the merge's buffers.
+/// parts sized to the budget and the marks in a mapped file in `scratch`.
+/// What the pass holds resident stays under `budget.bytes`: the suffix
+/// arrays built at once take at most half the budget, the merge's read
+/// buffers and the document offsets an eighth each, and the mapped pages of
+/// the corpus (mapped from a [`CorpusWriter`]'s file for the budget to hold)
+/// and of the marks a quarter, past which they are dropped
+/// ([`crate::residency`]). Fails with [`SuffixError::Budget`] when the
+/// budget cannot hold the suffix arrays of small parts, the document offsets
+/// or the merge's buffers.
 pub fn find_duplicates_within(
     corpus: &Corpus,
     min_length: usize,
@@ -457,7 +460,7 @@ fn find(
                 .is_some()
         })
         .collect();
-    progress.set_length(parts.len() as u64 + 1);
+    progress.set_length(parts.len() as u64);
     progress.set_position(0);
     let threads = rayon::current_num_threads().max(1);
     progress.set_message(format!("suffix arrays of {} parts", parts.len()));
@@ -470,13 +473,7 @@ fn find(
     };
     let residency = match plan.budget {
         None => Residency::unlimited(corpus),
-        Some(budget) => Residency::limited(
-            corpus,
-            Some(&marked),
-            budget.baseline + budget.bytes / 4 * 3,
-            budget.bytes / 8,
-            threads,
-        ),
+        Some(budget) => Residency::limited(corpus, Some(&marked), budget.bytes / 4, threads),
     };
 
     // 1. One suffix array per part, reduced to the part's window starts.
@@ -535,41 +532,44 @@ fn find(
     let seconds_suffix_arrays = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
     progress.set_message(format!(
-        "merging and scanning {} suffix arrays",
+        "merging and scanning {} suffix arrays (window starts)",
         parts.len()
     ));
-    let window = |p: usize| &text[p..p + min_length];
-    let pivots = choose_pivots(&sources, &window, threads)?;
-    let mut cuts: Vec<Vec<u64>> = Vec::with_capacity(sources.len());
-    for source in &sources {
-        let mut c = vec![0u64];
-        for pivot in &pivots {
-            c.push(source.lower_bound(pivot, &window)?);
-        }
-        c.push(source.len());
-        cuts.push(c);
-    }
-    let scans: Vec<Result<ScanTotals, SuffixError>> = (0..=pivots.len())
-        .into_par_iter()
-        .map(|t| {
-            let mut scan = Scan::new(corpus, &marked, &residency, min_length, keep);
-            let mut readers = Vec::with_capacity(sources.len());
-            for (source, c) in sources.iter().zip(&cuts) {
-                readers.push(source.reader(c[t]..c[t + 1], plan.chunk)?);
-            }
-            merge(text, &window, readers, |p| scan.push(p))?;
-            Ok(scan.finish())
-        })
-        .collect();
+    progress.set_length(window_starts);
+    progress.set_position(0);
+    let scans = match (plan.budget, corpus.path()) {
+        (Some(_), Some(path)) => merge_and_scan(
+            corpus,
+            &FromFile::open(path, min_length)?,
+            &sources,
+            &marked,
+            &residency,
+            threads,
+            plan.chunk,
+            min_length,
+            keep,
+            progress,
+        )?,
+        _ => merge_and_scan(
+            corpus,
+            &InMemory { text, min_length },
+            &sources,
+            &marked,
+            &residency,
+            threads,
+            plan.chunk,
+            min_length,
+            keep,
+            progress,
+        )?,
+    };
     let mut totals = ScanTotals::default();
-    for scan in scans {
-        let s = scan?;
+    for s in scans {
         totals.duplicated_windows += s.duplicated_windows;
         totals.groups += s.groups;
         totals.top.extend(s.top);
     }
     let page_releases = residency.releases();
-    progress.inc(1);
     Ok(Duplicates {
         min_length,
         marked,
@@ -582,6 +582,47 @@ fn find(
         page_releases,
         top: totals.top,
     })
+}
+
+/// Splits the window space between `threads` threads at pivot windows,
+/// merges each range from every source and scans it.
+#[allow(clippy::too_many_arguments)]
+fn merge_and_scan<W: Windows>(
+    corpus: &Corpus,
+    windows: &W,
+    sources: &[Source],
+    marked: &AtomicBits,
+    residency: &Residency<'_>,
+    threads: usize,
+    chunk: usize,
+    min_length: usize,
+    keep: Keep,
+    progress: &ProgressBar,
+) -> Result<Vec<ScanTotals>, SuffixError> {
+    let pivots = choose_pivots(sources, windows, threads)?;
+    let mut cuts: Vec<Vec<u64>> = Vec::with_capacity(sources.len());
+    for source in sources {
+        let mut c = vec![0u64];
+        for pivot in &pivots {
+            c.push(source.lower_bound(pivot, windows)?);
+        }
+        c.push(source.len());
+        cuts.push(c);
+    }
+    (0..=pivots.len())
+        .into_par_iter()
+        .map(|t| {
+            let mut scan = Scan::new(
+                corpus, windows, marked, residency, progress, min_length, keep,
+            );
+            let mut readers = Vec::with_capacity(sources.len());
+            for (source, c) in sources.iter().zip(&cuts) {
+                readers.push(source.reader(c[t]..c[t + 1], chunk)?);
+            }
+            merge(windows, readers, |p, w| scan.push(p, w))?;
+            Ok(scan.finish())
+        })
+        .collect()
 }
 
 /// Suffix array (local offsets) of the text of `part` extended by
