@@ -294,6 +294,47 @@ fn local_jsonl_gz_zst_and_text() {
     assert!(matches!(err, DownloadError::NoMatch { .. }), "{err}");
 }
 
+#[test]
+fn a_folder_of_books_with_layout_file_gives_one_document_per_book() {
+    let dir = tempfile::tempdir().unwrap();
+    let books = dir.path().join("books");
+    std::fs::create_dir_all(books.join("more")).unwrap();
+    std::fs::write(
+        books.join("a.txt"),
+        "THE FIRST BOOK\r\n\r\nChapter I.\r\nIt began.\r\n\r\nChapter II.\r\nIt ended.\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        books.join("more/b.txt.gz"),
+        gz(b"The second book, in one paragraph.\n\n\nAnd a last line"),
+    )
+    .unwrap();
+    std::fs::write(books.join("c.txt"), "  \n\n").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let hub = HubConfig::new("http://127.0.0.1:9", None);
+    let mut p = params(&books.display().to_string());
+    let by_paragraph = {
+        let identity = resolve_source_with(&p, &hub).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        run_download_with(&p, &identity, cache.path(), out.path(), &bar(), &hub).unwrap();
+        read_all(out.path())
+    };
+    assert_eq!(by_paragraph.len(), 5, "{by_paragraph:?}");
+    p.layout = Layout::File;
+    let identity = resolve_source_with(&p, &hub).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let s = run_download_with(&p, &identity, cache.path(), out.path(), &bar(), &hub).unwrap();
+    assert_eq!(s.layout, Some(Layout::File));
+    assert_eq!(s.skipped_empty, 1, "the blank book is dropped");
+    assert_eq!(
+        read_all(out.path()),
+        vec![
+            "THE FIRST BOOK\n\nChapter I.\nIt began.\n\nChapter II.\nIt ended.",
+            "The second book, in one paragraph.\n\n\nAnd a last line",
+        ]
+    );
+}
+
 /// A small generated repository served by the test server.
 fn fixture_repo() -> (tempfile::TempDir, Vec<u8>) {
     let root = tempfile::tempdir().unwrap();

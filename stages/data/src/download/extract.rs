@@ -23,6 +23,11 @@
 //!   becomes a document on its own. The format has no article markers, so a
 //!   blank line inside a body ends the article there (the part after it is
 //!   read as a new title and body); WikiExtractor rarely writes such lines.
+//! * `file`: every input file is one document: its rows joined with `\n`
+//!   (for plain text, the file's text with line ends as `\n` and without
+//!   its final line end), blank lines kept. For local corpora of whole
+//!   works (a folder of books), so that dedup sees repeats that span
+//!   paragraphs. A file is held in memory while it is read.
 //! * `auto`: `wikitext` if a level-1 heading appears among the first 1000
 //!   rows, otherwise `rows` for Parquet and JSON lines and `paragraphs` for
 //!   plain text.
@@ -72,6 +77,8 @@ pub enum Layout {
     Rows,
     /// WikiExtractor output: title line, blank line, body block.
     Titled,
+    /// Every input file is a document (its rows joined with `\n`).
+    File,
 }
 
 /// The concrete format of one file.
@@ -124,6 +131,8 @@ pub(crate) struct Assembler {
     title: Option<String>,
     blank_run: u32,
     in_body: bool,
+    /// File layout: rows of the current file so far.
+    file_rows: u64,
     max_documents: Option<u64>,
     writer: DocumentWriter,
     pub counts: Counts,
@@ -140,6 +149,7 @@ impl Assembler {
             title: None,
             blank_run: 0,
             in_body: false,
+            file_rows: 0,
             max_documents,
             writer,
             counts: Counts::default(),
@@ -233,6 +243,14 @@ impl Assembler {
                 }
                 Ok(())
             }
+            Layout::File => {
+                if self.file_rows > 0 {
+                    self.current.push('\n');
+                }
+                self.current.push_str(row);
+                self.file_rows += 1;
+                Ok(())
+            }
             Layout::Titled => {
                 if row.is_empty() {
                     return self.titled_line("");
@@ -269,6 +287,11 @@ impl Assembler {
         }
         match self.layout {
             Layout::Paragraphs => self.flush_current()?,
+            Layout::File => {
+                let doc = std::mem::take(&mut self.current);
+                self.file_rows = 0;
+                self.emit(&doc)?;
+            }
             Layout::Titled => {
                 if !self.block.is_empty() {
                     self.titled_block_end()?;
@@ -542,6 +565,41 @@ mod tests {
         assert_eq!(
             assemble(Layout::Auto, &rows, InputFormat::Jsonl).1,
             Layout::Rows
+        );
+    }
+
+    #[test]
+    fn file_layout_makes_one_document_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = DocumentWriter::create(dir.path()).unwrap();
+        let mut asm = Assembler::new(Layout::File, None, writer);
+        asm.set_fallback(InputFormat::Text);
+        let files: [&[&str]; 3] = [
+            &["Chapter 1", "", "It was a dark night.", "  indented", ""],
+            &["", "   "],
+            &["A second book.", "", "", "Its end."],
+        ];
+        for rows in files {
+            for r in rows {
+                asm.row(r).unwrap();
+            }
+            asm.end_of_file().unwrap();
+        }
+        let (writer, counts, layout) = asm.finish().unwrap();
+        writer.finish().unwrap();
+        assert_eq!(layout, Layout::File);
+        // The whitespace-only file is dropped and counted.
+        assert_eq!(counts.skipped_empty, 1);
+        let docs: Vec<String> = read_documents(dir.path())
+            .unwrap()
+            .flat_map(|b| b.unwrap())
+            .collect();
+        assert_eq!(
+            docs,
+            vec![
+                "Chapter 1\n\nIt was a dark night.\n  indented\n",
+                "A second book.\n\n\nIts end."
+            ]
         );
     }
 

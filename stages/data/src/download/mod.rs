@@ -63,8 +63,9 @@ pub struct DownloadParams {
     pub text_field: String,
     /// How rows become documents: `auto`, `wikitext` (` = Title = ` headings
     /// start articles), `lines` (one per line), `paragraphs` (blank-line
-    /// separated blocks), `rows` (one per row) or `titled` (WikiExtractor
-    /// output: title line, blank line, body).
+    /// separated blocks), `rows` (one per row), `titled` (WikiExtractor
+    /// output: title line, blank line, body) or `file` (one per input file,
+    /// e.g. a folder of books, so that dedup sees repeats across paragraphs).
     pub layout: Layout,
     /// Keep only the first N documents (files after the one that completes
     /// them are not fetched).
