@@ -69,8 +69,12 @@ pub enum Command {
         /// Print what would run and why, and run nothing.
         #[arg(long)]
         dry_run: bool,
-        /// How many independent stages may run at once.
-        #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+        /// How many independent stages may run at once [default: the
+        /// number of cores]. They share one pool of CPU threads (as many as
+        /// cores, or RAYON_NUM_THREADS), so more jobs never means more
+        /// threads; a pretrain stage runs alone, as its wall clock is the
+        /// budget.
+        #[arg(short = 'j', long, default_value_t = crate::exec::default_jobs(), hide_default_value = true, value_name = "N")]
         jobs: usize,
         /// Hold the run to FILE.lock, as `cargo --locked`: fail, naming the
         /// stage and both hashes, where a stage's key or output differs from
@@ -143,8 +147,9 @@ pub enum Command {
         /// combination of the axes runs, the first varying slowest).
         #[arg(long = "grid", value_name = "STAGE.KEY=V1,V2", required = true)]
         grid: Vec<String>,
-        /// How many independent stages of one combination may run at once.
-        #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+        /// How many independent stages of one combination may run at once
+        /// [default: the number of cores; a pretrain stage runs alone].
+        #[arg(short = 'j', long, default_value_t = crate::exec::default_jobs(), hide_default_value = true, value_name = "N")]
         jobs: usize,
         /// The sweep folder (lock files and report) [default: FILE's name
         /// with .sweep instead of .toml, beside it].

@@ -126,11 +126,17 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
                         .push((name, Outcome::Skipped("interrupted".into())));
                 }
             }
-            // Start what is ready.
+            // Start what is ready. A stage that runs alone (pretraining: its
+            // wall clock is the budget) waits for the running ones to finish,
+            // and nothing starts beside it.
+            let alone = |name: &String| pipeline.stage(name).is_some_and(|s| s.kind.runs_alone());
             let mut i = 0;
-            while i < pending.len() && running.len() < jobs {
+            while i < pending.len() && running.len() < jobs && !running.keys().any(alone) {
                 let stage = &pipeline.stages[pending[i]];
                 if stage.inputs.iter().all(|n| done.contains_key(n)) {
+                    if stage.kind.runs_alone() && !running.is_empty() {
+                        break;
+                    }
                     pending.remove(i);
                     let inputs: Vec<Entry> = stage.inputs.iter().map(|n| done[n].clone()).collect();
                     let ancestors = if stage.kind.wants_ancestors() {
@@ -585,4 +591,9 @@ pub fn cached_unit(
             Err(e)
         }
     }
+}
+
+/// The default of `-j`: the number of cores this process may use.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -243,6 +243,13 @@ pub trait Kind: Send + Sync {
     fn wants_ancestors(&self) -> bool {
         false
     }
+    /// Whether a stage of this kind runs alone under `-j`: no other stage
+    /// starts while it runs, and it starts only once the others finished.
+    /// Pretraining does: its wall clock is the compute budget (the Cramming
+    /// rules), which a neighbour would eat into.
+    fn runs_alone(&self) -> bool {
+        false
+    }
     /// Runs the stage; returns the metrics stored in the manifest.
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<Value>;
 }

@@ -533,3 +533,34 @@ run = "cp {inputs.a}/x.txt {output}/"
     assert_eq!(ran(&out), ["a", "b"]);
     assert_eq!(p.output_of("b", "x.txt"), "two\n");
 }
+
+#[test]
+fn independent_stages_run_side_by_side_by_default() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        println!("SKIP: one core, so -j defaults to 1");
+        return;
+    }
+    // Each stage waits until it sees the other's start marker: they finish
+    // only if they run at the same time (else the first one times out).
+    let p = Project::new(
+        r#"
+[stages.left]
+kind = "command"
+run = "touch left.started; for i in $(seq 100); do [ -f right.started ] && break; sleep 0.1; done; [ -f right.started ] && echo ok > {output}/x.txt"
+[stages.right]
+kind = "command"
+run = "touch right.started; for i in $(seq 100); do [ -f left.started ] && break; sleep 0.1; done; [ -f left.started ] && echo ok > {output}/x.txt"
+"#,
+    );
+    let out = p.run(&[]);
+    let mut stages = ran(&out);
+    stages.sort();
+    assert_eq!(stages, ["left", "right"]);
+    // With -j 1 they run one after the other: the first one gives up.
+    for f in ["left.started", "right.started"] {
+        std::fs::remove_file(p.path().join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(p.path().join("cache")).unwrap();
+    let serial = p.cram(&["run", "p.toml", "-j", "1"]);
+    assert!(!serial.status.success(), "{}", stdout(&serial));
+}

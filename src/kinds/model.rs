@@ -19,6 +19,9 @@ use crate::registry::{
 pub struct Pretrain;
 
 impl Kind for Pretrain {
+    fn runs_alone(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "pretrain"
     }
