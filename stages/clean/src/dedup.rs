@@ -308,7 +308,7 @@ pub fn run_dedup(
     // a quarter of the budget.
     let (residency, batch_bytes) = if corpus.is_mapped() {
         (
-            Residency::limited(&corpus, None, budget.bytes / 4, threads),
+            Residency::limited(&corpus, Some(duplicates.marks()), budget.bytes / 4, threads),
             (budget.bytes / 16).max(1 << 20) as usize,
         )
     } else {

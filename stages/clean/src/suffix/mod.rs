@@ -183,6 +183,11 @@ pub struct Duplicates {
 }
 
 impl Duplicates {
+    /// The marks bitmap (its map's pages are capped while cuts are written).
+    pub(crate) fn marks(&self) -> &AtomicBits {
+        &self.marked
+    }
+
     /// Covered byte ranges of document `doc`, relative to its start, sorted
     /// and disjoint: the union of `[p, p + L)` over the marked window starts
     /// `p` of the document. Ranges of byte offsets, not snapped to
