@@ -424,9 +424,7 @@ impl Loader {
         match self {
             Loader::Heap(corpus) => {
                 let mut writer = CorpusWriter::create(path)?;
-                for d in 0..corpus.documents() {
-                    writer.push(corpus.document(d))?;
-                }
+                writer.push_corpus(&corpus)?;
                 Ok(Loader::File(writer))
             }
             file => Ok(file),

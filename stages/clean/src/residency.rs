@@ -52,9 +52,9 @@ impl<'a> Residency<'a> {
 
     /// Keeps the pages of the corpus's and the marks' maps in the resident
     /// set under `cap` bytes: they are dropped once the file-backed resident
-    /// set grew by `cap / 2`, checked often enough that `threads` threads
-    /// touching one new page per access add at most `cap / 2` more between
-    /// two checks. The cap does not depend on the anonymous memory of the
+    /// set grew by `cap / 2`, checked every `cap / 2` bytes' worth of
+    /// 4 KiB pages per thread (a fault may map more: the merge therefore
+    /// reads the text by `pread`, and the map faults only on marks). The cap does not depend on the anonymous memory of the
     /// moment, so a peak of the heap never turns every check into a drop.
     pub(crate) fn limited(
         corpus: &'a Corpus,
@@ -104,11 +104,7 @@ impl<'a> Residency<'a> {
 /// binary, libraries, and the maps of the corpus and the marks.
 fn file_resident() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib = |field: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(field))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    Some((kib("RssFile:")? + kib("RssShmem:")?) * 1024)
+    Some((kib(&status, "RssFile:")? + kib(&status, "RssShmem:")?) * 1024)
 }
 
 /// The current resident set of this process (Linux `VmRSS`; `None`
@@ -120,7 +116,11 @@ pub(crate) fn resident_bytes() -> Option<u64> {
 
 /// A `kB` line of `/proc/self/status`.
 pub(crate) fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    kib(&std::fs::read_to_string("/proc/self/status").ok()?, field)
+}
+
+/// The value of the `kB` line `field` of a `/proc/PID/status` text.
+fn kib(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }

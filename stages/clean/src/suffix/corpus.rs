@@ -193,14 +193,25 @@ impl CorpusWriter {
         Ok(())
     }
 
-    /// Flushes the file and maps it read-only.
+    /// Appends every document of `corpus`, its text in one write.
+    pub fn push_corpus(&mut self, corpus: &Corpus) -> Result<(), SuffixError> {
+        self.out
+            .write_all(corpus.text())
+            .map_err(|source| scratch(&self.path, source))?;
+        let base = *self.starts.last().expect("starts is never empty");
+        self.starts
+            .extend(corpus.starts[1..].iter().map(|&end| base + end));
+        Ok(())
+    }
+
+    /// Flushes the file and maps it read-only (no `fsync`: the map reads
+    /// the page cache the writes went to).
     pub fn finish(self) -> Result<Corpus, SuffixError> {
         let path = self.path;
         let file = self
             .out
             .into_inner()
             .map_err(|e| scratch(&path, e.into_error()))?;
-        file.sync_data().map_err(|source| scratch(&path, source))?;
         let len = *self.starts.last().expect("starts is never empty");
         let map = if len == 0 {
             None

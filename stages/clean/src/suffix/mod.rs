@@ -44,10 +44,11 @@
 //! see [`memory_estimate`].
 //!
 //! Under a budget ([`find_duplicates_within`]), as Lee et al.'s tool keeps
-//! its tables on disk: the text is a read-only memory map of a file
-//! ([`CorpusWriter`]) and the marks a shared map of a scratch file, both
-//! paged in and out by the kernel, with a [`crate::residency::Residency`]
-//! dropping their pages from the resident set whenever it passes its limit.
+//! its tables on disk: the text is a file ([`CorpusWriter`]), memory-mapped
+//! for the parts' suffix arrays and the cuts and read by `pread` in the merge
+//! (see [`windows`]), and the marks a shared map of a scratch file; a
+//! [`crate::residency::Residency`] drops the maps' pages from the resident
+//! set once they pass a quarter of the budget.
 //! The parts are sized so that the suffix arrays built at once take half the
 //! budget and the merge's read buffers an eighth, which needs a budget of a
 //! few MiB per thread and, for very large corpora, `8 × threads × parts`
@@ -542,31 +543,20 @@ fn find(
     ));
     progress.set_length(window_starts);
     progress.set_position(0);
+    let merging = Merging {
+        corpus,
+        sources: &sources,
+        marked: &marked,
+        residency: &residency,
+        threads,
+        chunk: plan.chunk,
+        min_length,
+        keep,
+        progress,
+    };
     let scans = match (plan.budget, corpus.path()) {
-        (Some(_), Some(path)) => merge_and_scan(
-            corpus,
-            &FromFile::open(path, min_length)?,
-            &sources,
-            &marked,
-            &residency,
-            threads,
-            plan.chunk,
-            min_length,
-            keep,
-            progress,
-        )?,
-        _ => merge_and_scan(
-            corpus,
-            &InMemory { text, min_length },
-            &sources,
-            &marked,
-            &residency,
-            threads,
-            plan.chunk,
-            min_length,
-            keep,
-            progress,
-        )?,
+        (Some(_), Some(path)) => merging.run(&FromFile::open(path, min_length)?)?,
+        _ => merging.run(&InMemory { text, min_length })?,
     };
     let mut totals = ScanTotals::default();
     for s in scans {
@@ -589,45 +579,60 @@ fn find(
     })
 }
 
-/// Splits the window space between `threads` threads at pivot windows,
-/// merges each range from every source and scans it.
-#[allow(clippy::too_many_arguments)]
-fn merge_and_scan<W: Windows>(
-    corpus: &Corpus,
-    windows: &W,
-    sources: &[Source],
-    marked: &AtomicBits,
-    residency: &Residency<'_>,
+/// What the merge and scan of every thread share, whichever [`Windows`]
+/// they read.
+struct Merging<'a> {
+    corpus: &'a Corpus,
+    sources: &'a [Source],
+    marked: &'a AtomicBits,
+    residency: &'a Residency<'a>,
     threads: usize,
     chunk: usize,
     min_length: usize,
     keep: Keep,
-    progress: &ProgressBar,
-) -> Result<Vec<ScanTotals>, SuffixError> {
-    let pivots = choose_pivots(sources, windows, threads)?;
-    let mut cuts: Vec<Vec<u64>> = Vec::with_capacity(sources.len());
-    for source in sources {
-        let mut c = vec![0u64];
-        for pivot in &pivots {
-            c.push(source.lower_bound(pivot, windows)?);
-        }
-        c.push(source.len());
-        cuts.push(c);
-    }
-    (0..=pivots.len())
-        .into_par_iter()
-        .map(|t| {
-            let mut scan = Scan::new(
-                corpus, windows, marked, residency, progress, min_length, keep,
-            );
-            let mut readers = Vec::with_capacity(sources.len());
-            for (source, c) in sources.iter().zip(&cuts) {
-                readers.push(source.reader(c[t]..c[t + 1], chunk)?);
+    progress: &'a ProgressBar,
+}
+
+impl Merging<'_> {
+    /// Splits the window space between the threads at pivot windows, merges
+    /// each range from every source and scans it.
+    fn run<W: Windows>(&self, windows: &W) -> Result<Vec<ScanTotals>, SuffixError> {
+        let Merging {
+            corpus,
+            sources,
+            marked,
+            residency,
+            threads,
+            chunk,
+            min_length,
+            keep,
+            progress,
+        } = *self;
+        let pivots = choose_pivots(sources, windows, threads)?;
+        let mut cuts: Vec<Vec<u64>> = Vec::with_capacity(sources.len());
+        for source in sources {
+            let mut c = vec![0u64];
+            for pivot in &pivots {
+                c.push(source.lower_bound(pivot, windows)?);
             }
-            merge(windows, readers, |p, w| scan.push(p, w))?;
-            Ok(scan.finish())
-        })
-        .collect()
+            c.push(source.len());
+            cuts.push(c);
+        }
+        (0..=pivots.len())
+            .into_par_iter()
+            .map(|t| {
+                let mut scan = Scan::new(
+                    corpus, windows, marked, residency, progress, min_length, keep,
+                );
+                let mut readers = Vec::with_capacity(sources.len());
+                for (source, c) in sources.iter().zip(&cuts) {
+                    readers.push(source.reader(c[t]..c[t + 1], chunk)?);
+                }
+                merge(windows, readers, |p, w| scan.push(p, w))?;
+                Ok(scan.finish())
+            })
+            .collect()
+    }
 }
 
 /// Suffix array (local offsets) of the text of `part` extended by
