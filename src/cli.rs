@@ -21,6 +21,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub cache: Option<PathBuf>,
 
+    /// The shared cache to pull stages from and push them to: s3://BUCKET/PREFIX,
+    /// gs://..., az://..., file:///PATH or a directory [default: $CRAM_REMOTE,
+    /// else the pipeline file's `remote`; `none` turns it off].
+    #[arg(long, global = true, value_name = "URL")]
+    pub remote: Option<String>,
+
     /// Print less: errors and the final summary only.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -81,6 +87,48 @@ pub enum Command {
         /// the lock's; the lock file is left as it is.
         #[arg(long)]
         locked: bool,
+        /// Push every stage's entry to the shared cache once it is built or
+        /// found (see --remote).
+        #[arg(long)]
+        push: bool,
+        /// Where stale stages are built: here (local), or as Slurm array jobs
+        /// (slurm; settings in the file's [slurm] table, the cache on a
+        /// filesystem every node shares) [default: the file's `executor`,
+        /// else local].
+        #[arg(long, value_enum, value_name = "EXECUTOR")]
+        executor: Option<ExecutorName>,
+    },
+    /// One array task of a stage the Slurm executor submitted (what its
+    /// batch script runs on the node).
+    #[command(hide = true)]
+    Task {
+        /// The task spec the submitting `cram run` wrote.
+        spec: PathBuf,
+        /// The array task index ($SLURM_ARRAY_TASK_ID).
+        index: usize,
+    },
+    /// Upload the pipeline's cached stages to the shared cache (--remote,
+    /// $CRAM_REMOTE or the file's `remote`), so that others pull them
+    /// instead of building them. Entries the remote has are skipped; the
+    /// manifest goes last, so a cut-short push leaves no entry behind.
+    Push {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Push only STAGE and the stages it depends on.
+        #[arg(long, value_name = "STAGE")]
+        until: Option<String>,
+    },
+    /// Download the pipeline's stages from the shared cache into the local
+    /// one, checking every file against its manifest and every manifest
+    /// against its key; a damaged or partial remote entry is not used.
+    /// Nothing runs: `cram run` builds what the remote lacks (and pulls by
+    /// itself where a remote is set).
+    Pull {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Pull only STAGE and the stages it depends on.
+        #[arg(long, value_name = "STAGE")]
+        until: Option<String>,
     },
     /// Rerun a cached stage in scratch space and compare its output with
     /// the cached one, byte for byte: says whether they are equal and, if
@@ -242,6 +290,15 @@ pub enum Command {
         #[arg(long)]
         markdown: bool,
     },
+}
+
+/// Executors of `cram run --executor`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExecutorName {
+    /// In this process.
+    Local,
+    /// As Slurm array jobs.
+    Slurm,
 }
 
 /// Formats of `cram dag`.

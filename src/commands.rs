@@ -67,6 +67,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             dry_run,
             jobs,
             locked,
+            push,
+            executor,
         } => {
             let pipeline = load(&args)?;
             if let Some(u) = &until {
@@ -98,11 +100,34 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+            let remote = crate::remote::resolve(cli.remote.as_deref(), Some(&pipeline.meta))?;
+            if push && remote.is_none() {
+                return Err(crate::remote::commands::no_remote(&pipeline).into());
+            }
+            if let Some(r) = &remote {
+                ui.line(&format!("cram: shared cache {}", r.address()));
+            }
+            let slurm = match executor {
+                Some(crate::cli::ExecutorName::Slurm) => true,
+                Some(crate::cli::ExecutorName::Local) => false,
+                None => pipeline.meta.executor.as_deref() == Some("slurm"),
+            };
+            let executor: Option<std::sync::Arc<dyn exec::Executor>> = if slurm {
+                ui.line("cram: stages are built as Slurm array jobs");
+                Some(std::sync::Arc::new(exec::slurm::Slurm::from_pipeline(
+                    &pipeline.meta,
+                )?))
+            } else {
+                None
+            };
             let opts = RunOptions {
                 until,
                 force: forced,
                 jobs,
                 locked,
+                remote: remote.map(std::sync::Arc::new),
+                push,
+                executor,
             };
             crate::interrupt::install();
             let report = exec::run(&pipeline, &store, &opts, &ui)?;
@@ -110,10 +135,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 |f: fn(&Outcome) -> bool| report.outcomes.iter().filter(|(_, o)| f(o)).count();
             let ran = count(|o| matches!(o, Outcome::Ran(_)));
             let cached = count(|o| matches!(o, Outcome::Cached(_)));
+            let pulled = count(|o| matches!(o, Outcome::Pulled(_)));
             let failed = count(|o| matches!(o, Outcome::Failed(..)));
             let skipped = count(|o| matches!(o, Outcome::Skipped(_)));
             for (name, o) in &report.outcomes {
-                if let Outcome::Ran(e) | Outcome::Cached(e) = o
+                if let Outcome::Ran(e) | Outcome::Cached(e) | Outcome::Pulled(e) = o
                     && e.manifest.kind == "report"
                 {
                     out(&format!(
@@ -122,8 +148,13 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                     ));
                 }
             }
+            let pulled = if pulled > 0 {
+                format!(", {pulled} pulled")
+            } else {
+                String::new()
+            };
             let summary = format!(
-                "cram: {ran} ran, {cached} cached, {failed} failed, {skipped} skipped; lock file {}",
+                "cram: {ran} ran, {cached} cached{pulled}, {failed} failed, {skipped} skipped; lock file {}",
                 pipeline.meta.lock_file.display()
             );
             if crate::interrupt::requested() {
@@ -139,6 +170,30 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
+        Command::Task { spec, index } => {
+            exec::task::run_task(&spec, index)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Push {
+            pipeline: args,
+            until,
+        } => crate::remote::commands::push(
+            &load(&args)?,
+            &cache,
+            cli.remote.as_deref(),
+            until.as_deref(),
+            verbosity,
+        ),
+        Command::Pull {
+            pipeline: args,
+            until,
+        } => crate::remote::commands::pull(
+            &load(&args)?,
+            &cache,
+            cli.remote.as_deref(),
+            until.as_deref(),
+            verbosity,
+        ),
         Command::Status { pipeline: args } => {
             let pipeline = load(&args)?;
             let store = Store::open(&cache)?;

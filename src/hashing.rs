@@ -83,10 +83,7 @@ pub struct FileRecord {
 /// Lists every regular file under `dir` (recursively), sorted by relative
 /// path, with size and blake3.
 pub fn hash_tree(dir: &Path) -> io::Result<Vec<FileRecord>> {
-    let mut files = Vec::new();
-    collect_files(dir, dir, &mut files)?;
-    files.sort();
-    files
+    list_files(dir)?
         .into_iter()
         .map(|(rel, path)| {
             let size = std::fs::metadata(&path)?.len();
@@ -97,6 +94,15 @@ pub fn hash_tree(dir: &Path) -> io::Result<Vec<FileRecord>> {
             })
         })
         .collect()
+}
+
+/// Every regular file under `dir` (recursively), sorted, as (path relative
+/// to `dir` with `/` separators, full path).
+pub fn list_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {

@@ -23,6 +23,7 @@ pub mod loop_commands;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
+pub mod remote;
 pub mod reproduce;
 pub mod store;
 pub mod sweep;

@@ -32,7 +32,16 @@ use crate::diag::{Location, PipelineError};
 use crate::registry::{self, Artifact, Kind, Params, PipelineMeta};
 
 /// Keys allowed at the top level of a pipeline file.
-const TOP_LEVEL_KEYS: &[&str] = &["name", "seed", "include", "description", "stages"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "name",
+    "seed",
+    "include",
+    "description",
+    "remote",
+    "executor",
+    "slurm",
+    "stages",
+];
 
 /// A `--set STAGE.KEY=VALUE` override.
 #[derive(Debug, Clone)]
@@ -217,6 +226,9 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Pipeline, PipelineErr
 struct Merged {
     name: Option<(String, usize)>,
     seed: Option<(i64, usize)>,
+    remote: Option<(String, usize)>,
+    executor: Option<(String, usize)>,
+    slurm: Option<(toml::Table, usize)>,
     stages: toml::Table,
     order: Vec<String>,
 }
@@ -312,6 +324,9 @@ impl Loader {
         let mut merged = Merged {
             name: None,
             seed: None,
+            remote: None,
+            executor: None,
+            slurm: None,
             stages: toml::Table::new(),
             order: Vec::new(),
         };
@@ -360,6 +375,39 @@ impl Loader {
                 ));
             };
             merged.name = Some((s.to_string(), idx));
+        }
+        if let Some(v) = table.get("remote") {
+            let Some(s) = v.as_str().filter(|s| !s.trim().is_empty()) else {
+                let loc = self.loc(Origin::File(idx), &["remote"], true);
+                return Err(PipelineError::at(
+                    &loc,
+                    "`remote` must be the address of a shared cache",
+                    "expected e.g. \"s3://bucket/prefix\" or \"/shared/cram-remote\"",
+                ));
+            };
+            merged.remote = Some((s.to_string(), idx));
+        }
+        if let Some(v) = table.get("executor") {
+            let Some(s) = v.as_str().filter(|s| ["local", "slurm"].contains(s)) else {
+                let loc = self.loc(Origin::File(idx), &["executor"], true);
+                return Err(PipelineError::at(
+                    &loc,
+                    "`executor` must be \"local\" or \"slurm\"",
+                    "expected \"local\" or \"slurm\"",
+                ));
+            };
+            merged.executor = Some((s.to_string(), idx));
+        }
+        if let Some(v) = table.get("slurm") {
+            let Some(t) = v.as_table() else {
+                let loc = self.loc(Origin::File(idx), &["slurm"], true);
+                return Err(PipelineError::at(
+                    &loc,
+                    "`slurm` must be a table of the Slurm executor's settings",
+                    "expected [slurm] with partition = \"...\", time = \"1:00:00\", ...",
+                ));
+            };
+            merged.slurm = Some((t.clone(), idx));
         }
         if let Some(v) = table.get("seed") {
             let Some(s) = v.as_integer().filter(|s| *s >= 0) else {
@@ -700,6 +748,10 @@ impl Loader {
             file_hash: hasher.finalize().to_hex().to_string(),
             seed,
             lock_file: path.with_file_name(format!("{file_name}.lock")),
+            remote: merged.remote.map(|(r, _)| r),
+            overrides: self.overrides.iter().map(|o| o.arg.clone()).collect(),
+            executor: merged.executor.map(|(e, _)| e),
+            slurm: merged.slurm.and_then(|(t, _)| serde_json::to_value(t).ok()),
         };
         Ok(Pipeline { meta, stages })
     }
@@ -832,6 +884,15 @@ fn merge_into(into: &mut Merged, from: Merged) {
     }
     if from.seed.is_some() {
         into.seed = from.seed;
+    }
+    if from.remote.is_some() {
+        into.remote = from.remote;
+    }
+    if from.executor.is_some() {
+        into.executor = from.executor;
+    }
+    if from.slurm.is_some() {
+        into.slurm = from.slurm;
     }
     for name in from.order {
         if !into.order.contains(&name) {

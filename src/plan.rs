@@ -100,6 +100,20 @@ pub fn status(
     forced: &HashSet<String>,
     only: Option<&[usize]>,
 ) -> Vec<StageStatus> {
+    status_fetching(pipeline, store, lock, forced, only, &mut |_, _| None)
+}
+
+/// As [`status`], but a stage missing from `store` is first offered to
+/// `fetch` (stage, key), which may bring its entry (from a shared cache):
+/// the stages after it are then keyed on what it brought.
+pub fn status_fetching(
+    pipeline: &Pipeline,
+    store: &Store,
+    lock: &LockFile,
+    forced: &HashSet<String>,
+    only: Option<&[usize]>,
+    fetch: &mut dyn FnMut(&Stage, &str) -> Option<Entry>,
+) -> Vec<StageStatus> {
     let mut out: Vec<StageStatus> = Vec::new();
     let mut known: BTreeMap<String, Entry> = BTreeMap::new();
     for (i, stage) in pipeline.stages.iter().enumerate() {
@@ -165,7 +179,7 @@ pub fn status(
             });
             continue;
         }
-        if let Some(entry) = store.get(&key) {
+        if let Some(entry) = store.get(&key).or_else(|| fetch(stage, &key)) {
             known.insert(stage.name.clone(), entry.clone());
             out.push(StageStatus {
                 name: stage.name.clone(),

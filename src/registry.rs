@@ -133,6 +133,15 @@ pub struct PipelineMeta {
     pub seed: u64,
     /// Path of the lock file beside the pipeline.
     pub lock_file: PathBuf,
+    /// The `--set` overrides this pipeline was loaded with, as given.
+    pub overrides: Vec<String>,
+    /// The executor the file names (`executor = "slurm"`), if any.
+    pub executor: Option<String>,
+    /// The file's `[slurm]` table (the Slurm executor's settings), as JSON.
+    pub slurm: Option<Value>,
+    /// The shared cache the file names (`remote = "s3://..."`), if any; a
+    /// bare path is relative to the pipeline's directory.
+    pub remote: Option<String>,
 }
 
 /// Everything an adapter needs to run one stage.
@@ -252,6 +261,36 @@ pub trait Kind: Send + Sync {
     }
     /// Runs the stage; returns the metrics stored in the manifest.
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<Value>;
+    /// How the stage splits into shards for an executor that spreads them
+    /// over machines (the Slurm executor); `None`: it runs as one task.
+    fn shards(&self) -> Option<&dyn Shards> {
+        None
+    }
+}
+
+/// A kind's split into shards. Merged, the shards must give the one-pass
+/// [`Kind::run`]'s output, byte for byte, whatever hosts they ran on.
+pub trait Shards: Send + Sync {
+    /// Runs once, on the submitting host, before any shard: writes what the
+    /// shards share (a trained tokenizer, a document count) into `prepared`.
+    fn prepare(&self, ctx: &StageContext<'_>, prepared: &Path) -> anyhow::Result<()>;
+    /// Builds shard `shard` of `shards` into the empty directory `dir`.
+    fn run_shard(
+        &self,
+        ctx: &StageContext<'_>,
+        prepared: &Path,
+        shard: usize,
+        shards: usize,
+        dir: &Path,
+    ) -> anyhow::Result<()>;
+    /// Merges the shards' directories, in order, into `ctx.out_dir`;
+    /// returns the metrics.
+    fn merge(
+        &self,
+        ctx: &StageContext<'_>,
+        prepared: &Path,
+        dirs: &[PathBuf],
+    ) -> anyhow::Result<Value>;
 }
 
 /// Deserializes a TOML table into `P`, reporting the path of the key at fault.

@@ -291,6 +291,19 @@ impl Store {
         manifest.output_hash = output_hash(&files);
         manifest.files = files;
         manifest.key = staging.key.clone();
+        self.install(staging, manifest, replace)
+    }
+
+    /// Writes `manifest` as it is into the staged entry and renames the
+    /// directory into place (what [`Store::commit`] does once it has hashed
+    /// the outputs; a pulled entry arrives with its manifest, checked).
+    pub fn install(&self, staging: Staging, manifest: Manifest, replace: bool) -> Result<Entry> {
+        anyhow::ensure!(
+            manifest.key == staging.key,
+            "the manifest of {} cannot be installed as {}",
+            manifest.key,
+            staging.key
+        );
         let manifest_path = staging.dir.join("manifest.json");
         {
             let mut f = File::create(&manifest_path)?;

@@ -164,7 +164,7 @@ fn row(p: &Pipeline, combo: &[(String, String)], outcomes: &[(String, Outcome)])
     let entries: BTreeMap<&str, &Entry> = outcomes
         .iter()
         .filter_map(|(n, o)| match o {
-            Outcome::Ran(e) | Outcome::Cached(e) => Some((n.as_str(), &**e)),
+            Outcome::Ran(e) | Outcome::Cached(e) | Outcome::Pulled(e) => Some((n.as_str(), &**e)),
             _ => None,
         })
         .collect();

@@ -67,6 +67,21 @@ impl Ui {
         }
     }
 
+    /// A progress bar counting bytes (pushes and pulls; hidden when not live).
+    pub fn bytes_bar(&self, stage: &str) -> ProgressBar {
+        let bar = self.stage_bar(stage);
+        if self.multi.is_some() {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner:.green} {prefix:.bold} [{elapsed_precise}] {bar:25.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+        }
+        bar
+    }
+
     /// Removes a finished stage's bar.
     pub fn finish_bar(&self, bar: &ProgressBar) {
         bar.finish_and_clear();

@@ -2,12 +2,15 @@
 
 use std::marker::PhantomData;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Result;
+use cram_clean::filter_shards::{merge_filter_shards, prepare_filter_shards, run_filter_shard};
 use cram_clean::{DedupParams, FilterParams};
 use serde_json::{Value, json};
 
 use super::simple::{Simple, summary_with_timings};
-use crate::registry::{Artifact, InputSlot, StageContext};
+use crate::registry::{Artifact, InputSlot, Shards, StageContext};
 
 static DOCUMENTS: InputSlot = InputSlot {
     role: "documents",
@@ -31,16 +34,73 @@ pub static FILTER: Simple<FilterParams> = Simple {
         },
     ],
     run: run_filter,
+    shards: Some(&FilterShards),
     params: PhantomData,
 };
 
-fn run_filter(ctx: &StageContext<'_>, p: &FilterParams) -> Result<Value> {
-    let docs = ctx.require_input(Artifact::Documents)?;
-    let tokenizer = ctx
-        .inputs
+/// The filter's optional tokenizer input.
+fn trash_tokenizer_input(ctx: &StageContext<'_>) -> Option<PathBuf> {
+    ctx.inputs
         .iter()
         .find(|i| i.artifact == Artifact::Tokenizer)
-        .map(|i| i.dir.join("tokenizer.json"));
+        .map(|i| i.dir.join("tokenizer.json"))
+}
+
+/// `filter` in shards: contiguous ranges of the input's documents.
+struct FilterShards;
+
+impl Shards for FilterShards {
+    fn prepare(&self, ctx: &StageContext<'_>, prepared: &Path) -> Result<()> {
+        let p: FilterParams = ctx.typed()?;
+        let docs = ctx.require_input(Artifact::Documents)?;
+        let tokenizer = trash_tokenizer_input(ctx);
+        prepare_filter_shards(
+            &p,
+            &docs.dir,
+            tokenizer.as_deref(),
+            ctx.seed,
+            prepared,
+            ctx.progress,
+        )?;
+        Ok(())
+    }
+
+    fn run_shard(
+        &self,
+        ctx: &StageContext<'_>,
+        prepared: &Path,
+        shard: usize,
+        shards: usize,
+        dir: &Path,
+    ) -> Result<()> {
+        let p: FilterParams = ctx.typed()?;
+        let docs = ctx.require_input(Artifact::Documents)?;
+        let tokenizer = trash_tokenizer_input(ctx);
+        run_filter_shard(
+            &p,
+            &docs.dir,
+            tokenizer.as_deref(),
+            prepared,
+            shard,
+            shards,
+            dir,
+            ctx.progress,
+        )?;
+        Ok(())
+    }
+
+    fn merge(&self, ctx: &StageContext<'_>, prepared: &Path, dirs: &[PathBuf]) -> Result<Value> {
+        let s = merge_filter_shards(prepared, dirs, ctx.out_dir, ctx.progress)?;
+        summary_with_timings(
+            &s,
+            &json!({ "seconds_merge": s.seconds, "shards": dirs.len() }),
+        )
+    }
+}
+
+fn run_filter(ctx: &StageContext<'_>, p: &FilterParams) -> Result<Value> {
+    let docs = ctx.require_input(Artifact::Documents)?;
+    let tokenizer = trash_tokenizer_input(ctx);
     let s = cram_clean::run_filter(
         p,
         &docs.dir,
@@ -61,6 +121,7 @@ pub static DEDUP: Simple<DedupParams> = Simple {
     output: Artifact::Documents,
     inputs: &[DOCUMENTS],
     run: run_dedup,
+    shards: None,
     params: PhantomData,
 };
 

@@ -23,6 +23,7 @@ pub static SYNTHETIC: Simple<SyntheticParams> = Simple {
     output: Artifact::Documents,
     inputs: &[],
     run: run_synthetic,
+    shards: None,
     params: PhantomData,
 };
 

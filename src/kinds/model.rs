@@ -326,6 +326,7 @@ pub static SYNTHETIC_GLUE: Simple<SyntheticGlueParams> = Simple {
     output: Artifact::Files,
     inputs: &[],
     run: run_synthetic_glue,
+    shards: None,
     params: PhantomData,
 };
 

@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::registry::{Artifact, InputSlot, Kind, ParamError, Params, StageContext, plain_params};
+use crate::registry::{
+    Artifact, InputSlot, Kind, ParamError, Params, Shards, StageContext, plain_params,
+};
 
 /// A kind described by plain data and one run function.
 pub struct Simple<P> {
@@ -27,6 +29,8 @@ pub struct Simple<P> {
     pub inputs: &'static [InputSlot],
     /// Runs the stage with typed parameters; returns its summary as JSON.
     pub run: fn(&StageContext<'_>, &P) -> Result<Value>,
+    /// Its split into shards, if it splits (see [`Kind::shards`]).
+    pub shards: Option<&'static dyn Shards>,
     /// Marks the parameter type.
     pub params: PhantomData<fn() -> P>,
 }
@@ -62,6 +66,9 @@ where
     fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
         let params: P = ctx.typed()?;
         (self.run)(ctx, &params)
+    }
+    fn shards(&self) -> Option<&dyn Shards> {
+        self.shards
     }
 }
 

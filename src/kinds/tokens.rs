@@ -22,6 +22,7 @@ pub static TOKENIZER: Simple<TokenizerParams> = Simple {
         required: true,
     }],
     run: run_tokenizer,
+    shards: None,
     params: PhantomData,
 };
 
@@ -51,6 +52,7 @@ pub static PACK: Simple<PackParams> = Simple {
         },
     ],
     run: run_pack,
+    shards: None,
     params: PhantomData,
 };
 

@@ -247,13 +247,25 @@ enum Verdict {
 }
 
 /// A tokenizer with the reference's `<sep>` convention.
-struct TrashTokenizer {
+pub(crate) struct TrashTokenizer {
     tokenizer: Tokenizer,
     /// Tokens the reference's template adds that this tokenizer does not.
     extra_tokens: usize,
 }
 
 impl TrashTokenizer {
+    /// Loads a saved `tokenizer.json`.
+    pub(crate) fn load(path: &Path, extra_tokens: usize) -> Result<TrashTokenizer, FilterError> {
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| FilterError::LoadTokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(TrashTokenizer {
+            tokenizer,
+            extra_tokens,
+        })
+    }
+
     fn count(&self, text: &str, document: u64) -> Result<usize, FilterError> {
         let encoding = self
             .tokenizer
@@ -343,6 +355,50 @@ pub fn run_filter(
     progress: &ProgressBar,
 ) -> Result<FilterSummary, FilterError> {
     let started = std::time::Instant::now();
+    check_params(params)?;
+    let total = cram_data::documents::count_documents(documents_dir)?;
+    progress.set_length(total);
+    progress.set_position(0);
+    let (trash, trash_training_documents) = trash_tokenizer(
+        params,
+        documents_dir,
+        tokenizer_json,
+        seed,
+        out_dir,
+        progress,
+    )?;
+    progress.set_message("normalising and filtering");
+    let mut writer = DocumentWriter::create(out_dir)?;
+    let mut tally = Tally::default();
+    filter_batches(
+        params,
+        trash.as_ref().map(|(t, _)| t),
+        read_documents(documents_dir)?,
+        0,
+        &mut writer,
+        &mut tally,
+        progress,
+    )?;
+    let written = writer.finish()?;
+    let summary = FilterSummary {
+        documents_in: tally.documents_in,
+        bytes_in: tally.bytes_in,
+        documents_out: written.documents,
+        bytes_out: written.bytes,
+        documents_changed: tally.documents_changed,
+        dropped: tally.dropped,
+        trash_tokenizer: trash.map(|(_, source)| source.to_string()),
+        trash_training_documents,
+        shards: written.shards,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    crate::write_summary(out_dir, &summary)
+        .map_err(|(path, source)| FilterError::Io { path, source })?;
+    Ok(summary)
+}
+
+/// Rejects parameters no run can use.
+pub(crate) fn check_params(params: &FilterParams) -> Result<(), FilterError> {
     if params.remove_trash && !(params.trash_cutoff > 0.0 && params.trash_cutoff.is_finite()) {
         return Err(FilterError::InvalidParams(format!(
             "trash_cutoff must be a positive number, got {}",
@@ -357,57 +413,89 @@ pub fn run_filter(
             params.min_chars
         )));
     }
+    Ok(())
+}
+
+/// The `remove_trash` tokenizer and where it came from ("input" or
+/// "self"), with the number of documents a self-trained one was trained on
+/// (it is saved into `save_dir`). `None` when `remove_trash` is off.
+#[allow(clippy::type_complexity)]
+pub(crate) fn trash_tokenizer(
+    params: &FilterParams,
+    documents_dir: &Path,
+    tokenizer_json: Option<&Path>,
+    seed: u64,
+    save_dir: &Path,
+    progress: &ProgressBar,
+) -> Result<(Option<(TrashTokenizer, &'static str)>, u64), FilterError> {
+    if !params.remove_trash {
+        return Ok((None, 0));
+    }
+    if let Some(path) = tokenizer_json {
+        return Ok((Some((TrashTokenizer::load(path, 0)?, "input")), 0));
+    }
+    progress.set_message("sampling documents to train the remove_trash tokenizer");
     let options = params.normalize_options();
-    let total = cram_data::documents::count_documents(documents_dir)?;
-    progress.set_length(total);
-    progress.set_position(0);
-
-    let mut trash_training_documents = 0u64;
-    let trash = if !params.remove_trash {
-        None
-    } else if let Some(path) = tokenizer_json {
-        let tokenizer = Tokenizer::from_file(path).map_err(|e| FilterError::LoadTokenizer {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        Some((
-            TrashTokenizer {
-                tokenizer,
-                extra_tokens: 0,
-            },
-            "input",
-        ))
-    } else {
-        progress.set_message("sampling documents to train the remove_trash tokenizer");
-        let sample =
-            sample_normalized(documents_dir, &options, params.trash_sample_documents, seed)?;
-        trash_training_documents = sample.len() as u64;
-        progress.set_message(format!(
-            "training the remove_trash tokenizer on {} documents",
-            sample.len()
-        ));
-        let tokenizer = train_trash_tokenizer(&sample, params.trash_vocab_size)?;
-        let path = out_dir.join(TRASH_TOKENIZER_FILE);
-        tokenizer.save(&path, true).map_err(|e| FilterError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        Some((
-            TrashTokenizer {
-                tokenizer,
-                extra_tokens: 1,
-            },
-            "self",
-        ))
+    let sample = sample_normalized(documents_dir, &options, params.trash_sample_documents, seed)?;
+    progress.set_message(format!(
+        "training the remove_trash tokenizer on {} documents",
+        sample.len()
+    ));
+    let tokenizer = train_trash_tokenizer(&sample, params.trash_vocab_size)?;
+    let path = save_dir.join(TRASH_TOKENIZER_FILE);
+    tokenizer.save(&path, true).map_err(|e| FilterError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let trash = TrashTokenizer {
+        tokenizer,
+        extra_tokens: 1,
     };
+    Ok((Some((trash, "self")), sample.len() as u64))
+}
 
-    progress.set_message("normalising and filtering");
-    let mut writer = DocumentWriter::create(out_dir)?;
-    let mut dropped = DropCounts::default();
-    let (mut documents_in, mut bytes_in, mut documents_changed) = (0u64, 0u64, 0u64);
-    for batch in read_documents(documents_dir)? {
+/// Counts of a filter pass (of the whole input or of one shard).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Tally {
+    pub documents_in: u64,
+    pub bytes_in: u64,
+    pub documents_changed: u64,
+    pub dropped: DropCounts,
+}
+
+impl Tally {
+    /// Adds another pass's counts.
+    pub fn add(&mut self, other: &Tally) {
+        self.documents_in += other.documents_in;
+        self.bytes_in += other.bytes_in;
+        self.documents_changed += other.documents_changed;
+        self.dropped.empty += other.dropped.empty;
+        self.dropped.too_short += other.dropped.too_short;
+        self.dropped.too_long += other.dropped.too_long;
+        self.dropped.trash += other.dropped.trash;
+    }
+}
+
+/// Normalises and filters `batches` (whose first document has index
+/// `first` in the stage's input), pushing the kept documents into `writer`
+/// in order and counting into `tally`.
+pub(crate) fn filter_batches<I>(
+    params: &FilterParams,
+    trash: Option<&TrashTokenizer>,
+    batches: I,
+    first: u64,
+    writer: &mut DocumentWriter,
+    tally: &mut Tally,
+    progress: &ProgressBar,
+) -> Result<(), FilterError>
+where
+    I: IntoIterator<Item = Result<Vec<String>, DocumentsError>>,
+{
+    let options = params.normalize_options();
+    let mut next = first;
+    for batch in batches {
         let batch = batch?;
-        let first = documents_in;
+        let start = next;
         let results: Vec<Result<(Verdict, Option<String>), FilterError>> = batch
             .par_iter()
             .enumerate()
@@ -415,9 +503,9 @@ pub fn run_filter(
                 let normalized = options.apply(text);
                 let mut verdict = length_verdict(params, &normalized);
                 if verdict == Verdict::Keep
-                    && let Some((tokenizer, _)) = &trash
+                    && let Some(tokenizer) = trash
                 {
-                    let tokens = tokenizer.count(&normalized, first + i as u64)?;
+                    let tokens = tokenizer.count(&normalized, start + i as u64)?;
                     if !passes_trash_rule(tokens, text.chars().count(), params.trash_cutoff) {
                         verdict = Verdict::Trash;
                     }
@@ -428,35 +516,21 @@ pub fn run_filter(
             .collect();
         for (text, result) in batch.iter().zip(results) {
             let (verdict, normalized) = result?;
-            documents_in += 1;
-            bytes_in += text.len() as u64;
-            documents_changed += u64::from(normalized.is_some());
+            next += 1;
+            tally.documents_in += 1;
+            tally.bytes_in += text.len() as u64;
+            tally.documents_changed += u64::from(normalized.is_some());
             match verdict {
                 Verdict::Keep => writer.push(normalized.as_deref().unwrap_or(text))?,
-                Verdict::Empty => dropped.empty += 1,
-                Verdict::TooShort => dropped.too_short += 1,
-                Verdict::TooLong => dropped.too_long += 1,
-                Verdict::Trash => dropped.trash += 1,
+                Verdict::Empty => tally.dropped.empty += 1,
+                Verdict::TooShort => tally.dropped.too_short += 1,
+                Verdict::TooLong => tally.dropped.too_long += 1,
+                Verdict::Trash => tally.dropped.trash += 1,
             }
         }
-        progress.set_position(documents_in);
+        progress.inc(batch.len() as u64);
     }
-    let written = writer.finish()?;
-    let summary = FilterSummary {
-        documents_in,
-        bytes_in,
-        documents_out: written.documents,
-        bytes_out: written.bytes,
-        documents_changed,
-        dropped,
-        trash_tokenizer: trash.map(|(_, source)| source.to_string()),
-        trash_training_documents,
-        shards: written.shards,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    crate::write_summary(out_dir, &summary)
-        .map_err(|(path, source)| FilterError::Io { path, source })?;
-    Ok(summary)
+    Ok(())
 }
 
 /// Draws a uniform sample of `size` non-empty documents (all if 0 or fewer

@@ -14,6 +14,7 @@
 pub(crate) mod bits;
 pub mod dedup;
 pub mod filter;
+pub mod filter_shards;
 pub mod normalize;
 pub(crate) mod residency;
 pub mod suffix;

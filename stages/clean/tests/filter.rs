@@ -1,7 +1,7 @@
 //! The `filter` stage on small documents directories.
 
 use cram_clean::filter::{TRASH_TOKENIZER_FILE, passes_trash_rule, train_trash_tokenizer};
-use cram_clean::{FilterError, FilterParams, run_filter};
+use cram_clean::{FilterError, FilterParams, FilterSummary, run_filter};
 use cram_data::documents::{DocumentWriter, read_documents};
 use indicatif::ProgressBar;
 
@@ -213,4 +213,94 @@ fn params_round_trip_with_defaults() {
         serde_json::from_str(r#"{"min_length": 75, "keep": "first"}"#).unwrap();
     assert_eq!(dedup.keep, cram_clean::Keep::First);
     assert_eq!(dedup.min_chars, 1);
+}
+
+#[test]
+fn sharded_filter_merges_to_the_one_pass_output_byte_for_byte() {
+    use cram_clean::filter_shards::{
+        merge_filter_shards, prepare_filter_shards, run_filter_shard, shard_range,
+    };
+    let (english, garbage) = english_and_garbage();
+    let mut docs: Vec<String> = english
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{s} number {i}, with Ünïcode and “quotes”"))
+        .collect();
+    docs.insert(7, garbage[0].clone());
+    docs.insert(150, garbage[1].clone());
+    docs.insert(20, String::new());
+    docs.insert(90, "short".into());
+    let params = FilterParams {
+        remove_trash: true,
+        trash_cutoff: 0.3,
+        trash_vocab_size: 300,
+        min_chars: 10,
+        ..FilterParams::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    // Small input shards, so that shard ranges cut across batches and files.
+    let mut w = DocumentWriter::create(&input)
+        .unwrap()
+        .with_shard_bytes(2_000);
+    for d in &docs {
+        w.push(d).unwrap();
+    }
+    w.finish().unwrap();
+    let hidden = ProgressBar::hidden();
+    let one = dir.path().join("one");
+    std::fs::create_dir(&one).unwrap();
+    let single = run_filter(&params, &input, None, 9, &one, &hidden).unwrap();
+    assert_eq!(single.dropped.trash, 2, "{single:?}");
+
+    for shards in [1, 3, 7] {
+        let root = dir.path().join(format!("sharded-{shards}"));
+        let prepared = root.join("prepared");
+        std::fs::create_dir_all(&prepared).unwrap();
+        prepare_filter_shards(&params, &input, None, 9, &prepared, &hidden).unwrap();
+        let mut dirs = Vec::new();
+        // Shards run in any order (on any host); the merge takes them in order.
+        for shard in (0..shards).rev() {
+            let d = root.join(format!("shard-{shard}"));
+            std::fs::create_dir_all(&d).unwrap();
+            run_filter_shard(&params, &input, None, &prepared, shard, shards, &d, &hidden).unwrap();
+            dirs.push(d);
+        }
+        dirs.reverse();
+        let out = root.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let merged = merge_filter_shards(&prepared, &dirs, &out, &hidden).unwrap();
+        let timeless = |s: &FilterSummary| FilterSummary {
+            seconds: 0.0,
+            ..s.clone()
+        };
+        assert_eq!(timeless(&merged), timeless(&single), "{shards} shards");
+        let list = |d: &std::path::Path| {
+            let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let (a, b) = (list(&one), list(&out));
+        assert_eq!(
+            a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            b.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            "{shards} shards"
+        );
+        assert!(a == b, "{shards} shards: the files differ");
+    }
+    // The ranges cover every document once.
+    let covered: u64 = (0..7)
+        .map(|s| shard_range(301, s, 7))
+        .map(|r| r.end - r.start)
+        .sum();
+    assert_eq!(covered, 301);
 }

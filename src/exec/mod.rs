@@ -1,24 +1,33 @@
 //! Running a pipeline: stale stages in dependency order, independent ones in
-//! parallel, each built into a temporary directory and committed to the
-//! cache only when complete.
+//! parallel, each built (by the run's [`Executor`]: here, or on a Slurm
+//! cluster) into a temporary directory and committed to the cache only when
+//! complete.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
+mod build;
+mod executor;
+pub mod slurm;
+pub mod task;
+mod units;
+
+pub use executor::{Build, Executor, Local, TaskSpec, run_in_process, write_atomic};
+pub use units::cached_unit;
+
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use serde_json::{Value, json};
+use anyhow::Result;
+use serde_json::Value;
 
-use crate::hashing::hash_json;
 use crate::lockfile::{LockEntry, LockFile};
 use crate::pipeline::{Pipeline, Stage};
-use crate::plan::KeyMaterial;
-use crate::registry::{AncestorRecord, InputDir, StageContext};
-use crate::store::{Entry, InputRecord, MANIFEST_FORMAT, Manifest, Store, UnitRef, now_rfc3339};
+use crate::registry::{AncestorRecord, InputDir};
+use crate::remote::Remote;
+use crate::store::{Entry, Store};
 use crate::ui::{Ui, Verbosity, describe_bar};
+use build::{Job, run_stage};
 
 /// What `cram run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +42,21 @@ pub struct RunOptions {
     /// whose key or output hash differs from its lock entry fails, and the
     /// lock file is not written.
     pub locked: bool,
+    /// The shared cache: a stage missing here is pulled from it, when it
+    /// has the stage's key, instead of being built.
+    pub remote: Option<Arc<Remote>>,
+    /// Push every stage's entry to [`RunOptions::remote`] once it is built
+    /// or found.
+    pub push: bool,
+    /// Where stages are built (`None`: here, by [`Local`]).
+    pub executor: Option<Arc<dyn Executor>>,
+}
+
+impl RunOptions {
+    /// The executor that builds stale stages.
+    pub fn executor(&self) -> &dyn Executor {
+        self.executor.as_deref().unwrap_or(&Local)
+    }
 }
 
 /// How one stage ended.
@@ -40,6 +64,8 @@ pub struct RunOptions {
 pub enum Outcome {
     /// Found in the cache.
     Cached(Box<Entry>),
+    /// Pulled from the shared cache.
+    Pulled(Box<Entry>),
     /// Ran and was stored.
     Ran(Box<Entry>),
     /// Failed; the error and the kept log.
@@ -147,11 +173,18 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
                     let bar = ui.stage_bar(&stage.name);
                     running.insert(stage.name.clone(), (bar.clone(), Instant::now()));
                     let tx = tx.clone();
-                    let forced = opts.force.contains(&stage.name);
+                    let job = Job {
+                        pipeline,
+                        store,
+                        stage,
+                        inputs,
+                        ancestors,
+                        forced: opts.force.contains(&stage.name),
+                        bar,
+                        ui,
+                    };
                     scope.spawn(move || {
-                        let outcome = run_stage(
-                            pipeline, store, stage, &inputs, &ancestors, forced, &bar, ui,
-                        );
+                        let outcome = run_stage(&job, opts);
                         let _ = tx.send((stage.name.clone(), outcome));
                     });
                 } else {
@@ -182,7 +215,7 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
             ui.finish_bar(&bar);
             let stage = pipeline.stage(&name).expect("known stage");
             let outcome = match outcome {
-                Outcome::Cached(entry) | Outcome::Ran(entry)
+                Outcome::Cached(entry) | Outcome::Ran(entry) | Outcome::Pulled(entry)
                     if opts.locked && check_locked(&name, &entry, &pinned).is_err() =>
                 {
                     let message = check_locked(&name, &entry, &pinned).unwrap_err();
@@ -194,6 +227,15 @@ pub fn run(pipeline: &Pipeline, store: &Store, opts: &RunOptions, ui: &Ui) -> Re
             match &outcome {
                 Outcome::Cached(entry) => {
                     ui.line(&format!("  cached  {name}{pin}"));
+                    if !opts.locked {
+                        record_lock(&mut lock, stage, entry);
+                        lock.write(&pipeline.meta.lock_file)?;
+                    }
+                    done.insert(name.clone(), (**entry).clone());
+                }
+                Outcome::Pulled(entry) => {
+                    let from = opts.remote.as_ref().map_or("", |r| r.address());
+                    ui.line(&format!("  pulled  {name} from {from}{pin}"));
                     if !opts.locked {
                         record_lock(&mut lock, stage, entry);
                         lock.write(&pipeline.meta.lock_file)?;
@@ -332,265 +374,6 @@ pub(crate) fn ancestor_records(
         });
     }
     out
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_stage(
-    pipeline: &Pipeline,
-    store: &Store,
-    stage: &Stage,
-    inputs: &[Entry],
-    ancestors: &[AncestorRecord],
-    forced: bool,
-    bar: &indicatif::ProgressBar,
-    ui: &Ui,
-) -> Outcome {
-    match try_run_stage(pipeline, store, stage, inputs, ancestors, forced, bar, ui) {
-        Ok(o) => o,
-        Err(StageError { error, log }) => Outcome::Failed(format!("{error:#}"), log),
-    }
-}
-
-struct StageError {
-    error: anyhow::Error,
-    log: Option<PathBuf>,
-}
-
-impl From<anyhow::Error> for StageError {
-    fn from(error: anyhow::Error) -> Self {
-        StageError { error, log: None }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn try_run_stage(
-    pipeline: &Pipeline,
-    store: &Store,
-    stage: &Stage,
-    inputs: &[Entry],
-    ancestors: &[AncestorRecord],
-    forced: bool,
-    bar: &indicatif::ProgressBar,
-    ui: &Ui,
-) -> Result<Outcome, StageError> {
-    bar.set_message("checking the cache");
-    let identity = stage
-        .kind
-        .identity(&stage.params, &pipeline.meta, store)
-        .with_context(|| format!("cannot work out the identity of stage `{}`", stage.name))?;
-    let input_records: BTreeMap<String, InputRecord> = stage
-        .inputs
-        .iter()
-        .zip(inputs)
-        .map(|(n, e)| {
-            (
-                n.clone(),
-                InputRecord {
-                    key: e.manifest.key.clone(),
-                    output_hash: e.manifest.output_hash.clone(),
-                },
-            )
-        })
-        .collect();
-    let material = KeyMaterial::new(pipeline, stage, identity, input_records);
-    let key = material.key();
-    if !forced && let Some(entry) = store.get(&key) {
-        return Ok(Outcome::Cached(Box::new(entry)));
-    }
-    let _key_lock = store.lock_key(&key, || {
-        ui.line(&format!(
-            "  waiting {}: another cram process is building the same stage",
-            stage.name
-        ))
-    })?;
-    if !forced && let Some(entry) = store.get(&key) {
-        return Ok(Outcome::Cached(Box::new(entry)));
-    }
-    ui.line(&format!("  running {} ({})", stage.name, stage.kind.name()));
-    let staging = store.stage(&key)?;
-    let log_path = staging.log_path();
-    {
-        let mut log = std::fs::File::create(&log_path).context("cannot create the stage log")?;
-        let _ = writeln!(
-            log,
-            "stage {} (kind {}, code version {}), key {}\nstarted {}\nparams {}\n",
-            stage.name,
-            stage.kind.name(),
-            stage.kind.code_version(),
-            key,
-            now_rfc3339(),
-            serde_json::to_string_pretty(&stage.params.resolved).unwrap_or_default()
-        );
-    }
-    let work_dir = store.work_dir(&key)?;
-    let input_dirs = input_dirs(pipeline, stage, inputs);
-    let units = Mutex::new(Vec::new());
-    let out_dir = staging.out_dir();
-    let run_dir = staging.run_dir();
-    let ctx = StageContext {
-        stage: &stage.name,
-        params: &stage.params,
-        identity: material.identity.as_ref(),
-        seed: pipeline.meta.seed,
-        inputs: &input_dirs,
-        ancestors,
-        out_dir: &out_dir,
-        run_dir: &run_dir,
-        work_dir: &work_dir,
-        store,
-        pipeline: &pipeline.meta,
-        progress: bar,
-        log: &log_path,
-        units: &units,
-        rerun_units: None,
-    };
-    bar.set_message("");
-    let started_at = now_rfc3339();
-    let t0 = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stage.kind.run(&ctx)))
-        .unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(anyhow::anyhow!("the stage panicked: {msg}"))
-        });
-    let wall = t0.elapsed().as_secs_f64();
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log_path)
-        .ok();
-    match result {
-        Ok(metrics) => {
-            if let Some(log) = log.as_mut() {
-                let _ = writeln!(
-                    log,
-                    "\nfinished {} after {wall:.1} s\nmetrics {}",
-                    now_rfc3339(),
-                    serde_json::to_string_pretty(&metrics).unwrap_or_default()
-                );
-            }
-            let units: Vec<UnitRef> = std::mem::take(&mut *units.lock().expect("units lock"))
-                .into_iter()
-                .map(|r: AncestorRecord| UnitRef {
-                    key: r.manifest["key"].as_str().unwrap_or_default().to_string(),
-                    name: r.name,
-                    kind: r.kind,
-                })
-                .collect();
-            let manifest = Manifest {
-                format: MANIFEST_FORMAT.into(),
-                stage: stage.name.clone(),
-                kind: stage.kind.name().into(),
-                key: key.clone(),
-                code_version: stage.kind.code_version(),
-                tool_version: env!("CARGO_PKG_VERSION").into(),
-                params: stage.params.resolved.clone(),
-                seed: material.seed,
-                identity: material.identity.clone(),
-                inputs: material.inputs.clone(),
-                output_hash: String::new(),
-                files: Vec::new(),
-                started_at,
-                finished_at: now_rfc3339(),
-                wall_seconds: wall,
-                metrics,
-                units,
-            };
-            let entry = store.commit(staging, manifest, forced)?;
-            store.drop_work_dir(&key);
-            Ok(Outcome::Ran(Box::new(entry)))
-        }
-        Err(error) => {
-            if let Some(log) = log.as_mut() {
-                let _ = writeln!(log, "\nFAILED after {wall:.1} s: {error:#}");
-            }
-            let kept = store.abandon(staging, &stage.name);
-            Err(StageError { error, log: kept })
-        }
-    }
-}
-
-/// Runs (or reuses) a sub-unit of a stage that is cached on its own, such
-/// as one GLUE task: its key is made of `kind`, `code_version` and
-/// `material`; `body` fills the output directory (and may write run facts
-/// into the run directory it is given second) and returns metrics.
-pub fn cached_unit(
-    ctx: &StageContext<'_>,
-    unit: &str,
-    kind: &str,
-    code_version: u32,
-    material: Value,
-    body: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<Value>,
-) -> Result<Entry> {
-    let key = hash_json(&json!({
-        "unit_kind": kind,
-        "code_version": code_version,
-        "material": material,
-    }));
-    let name = format!("{}.{unit}", ctx.stage);
-    let record = |entry: &Entry| {
-        ctx.units.lock().expect("units lock").push(AncestorRecord {
-            name: name.clone(),
-            kind: kind.to_string(),
-            out_dir: entry.out_dir(),
-            run_dir: entry.run_dir(),
-            manifest: serde_json::to_value(&entry.manifest).unwrap_or(Value::Null),
-        });
-    };
-    let manifest = |started_at: String| Manifest {
-        format: MANIFEST_FORMAT.into(),
-        stage: name.clone(),
-        kind: kind.into(),
-        key: key.clone(),
-        code_version,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        params: material.clone(),
-        seed: Some(ctx.seed),
-        identity: None,
-        inputs: BTreeMap::new(),
-        output_hash: String::new(),
-        files: Vec::new(),
-        started_at,
-        finished_at: String::new(),
-        wall_seconds: 0.0,
-        metrics: Value::Null,
-        units: Vec::new(),
-    };
-    if let Some(root) = ctx.rerun_units {
-        // `cram reproduce`: the unit is built afresh in scratch space.
-        let entry = crate::reproduce::rerun_unit(root, unit, manifest(now_rfc3339()), body)?;
-        record(&entry);
-        return Ok(entry);
-    }
-    if let Some(entry) = ctx.store.get(&key) {
-        record(&entry);
-        return Ok(entry);
-    }
-    let _lock = ctx.store.lock_key(&key, || {})?;
-    if let Some(entry) = ctx.store.get(&key) {
-        record(&entry);
-        return Ok(entry);
-    }
-    let staging = ctx.store.stage(&key)?;
-    let mut manifest = manifest(now_rfc3339());
-    let t0 = Instant::now();
-    let out = staging.out_dir();
-    match body(&out, &staging.run_dir()) {
-        Ok(metrics) => {
-            manifest.finished_at = now_rfc3339();
-            manifest.wall_seconds = t0.elapsed().as_secs_f64();
-            manifest.metrics = metrics;
-            let entry = ctx.store.commit(staging, manifest, false)?;
-            record(&entry);
-            Ok(entry)
-        }
-        Err(e) => {
-            ctx.store.abandon(staging, &name);
-            Err(e)
-        }
-    }
 }
 
 /// The default of `-j`: the number of cores this process may use.
