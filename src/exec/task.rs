@@ -159,9 +159,9 @@ pub fn run_task(spec_path: &Path, index: usize) -> Result<()> {
     };
     for dir in [&out, &run] {
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+            std::fs::remove_dir_all(dir)?;
         }
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir)?;
     }
     let log = dirs.logs().join(format!("stage-{index}.log"));
     std::fs::create_dir_all(dirs.logs())?;
