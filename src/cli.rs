@@ -54,6 +54,45 @@ pub struct PipelineArgs {
     pub set: Vec<String>,
 }
 
+/// The options of `cram run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Run only STAGE and the stages it depends on.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
+    /// Rerun STAGE even if it is cached (repeatable). Its descendants
+    /// rerun only if its output changes.
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Print what would run and why, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How many independent stages may run at once [default: the
+    /// number of cores]. They share one pool of CPU threads (as many as
+    /// cores, or RAYON_NUM_THREADS), so more jobs never means more
+    /// threads; a pretrain stage runs alone, as its wall clock is the
+    /// budget.
+    #[arg(short = 'j', long, default_value_t = crate::exec::default_jobs(), hide_default_value = true, value_name = "N")]
+    pub jobs: usize,
+    /// Hold the run to FILE.lock, as `cargo --locked`: fail, naming the
+    /// stage and both hashes, where a stage's key or output differs from
+    /// the lock's; the lock file is left as it is.
+    #[arg(long)]
+    pub locked: bool,
+    /// Push every stage's entry to the shared cache once it is built or
+    /// found (see --remote).
+    #[arg(long)]
+    pub push: bool,
+    /// Where stale stages are built: here (local), or as Slurm array jobs
+    /// (slurm; settings in the file's [slurm] table, the cache on a
+    /// filesystem every node shares) [default: the file's `executor`,
+    /// else local].
+    #[arg(long, value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<ExecutorName>,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -62,42 +101,7 @@ pub enum Command {
     /// A stage is stale when its kind, code version, parameters, seed (if it
     /// uses one), source or any input's content changed since it was cached.
     /// Results are recorded in FILE.lock beside the pipeline.
-    Run {
-        #[command(flatten)]
-        pipeline: PipelineArgs,
-        /// Run only STAGE and the stages it depends on.
-        #[arg(long, value_name = "STAGE")]
-        until: Option<String>,
-        /// Rerun STAGE even if it is cached (repeatable). Its descendants
-        /// rerun only if its output changes.
-        #[arg(long, value_name = "STAGE")]
-        force: Vec<String>,
-        /// Print what would run and why, and run nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// How many independent stages may run at once [default: the
-        /// number of cores]. They share one pool of CPU threads (as many as
-        /// cores, or RAYON_NUM_THREADS), so more jobs never means more
-        /// threads; a pretrain stage runs alone, as its wall clock is the
-        /// budget.
-        #[arg(short = 'j', long, default_value_t = crate::exec::default_jobs(), hide_default_value = true, value_name = "N")]
-        jobs: usize,
-        /// Hold the run to FILE.lock, as `cargo --locked`: fail, naming the
-        /// stage and both hashes, where a stage's key or output differs from
-        /// the lock's; the lock file is left as it is.
-        #[arg(long)]
-        locked: bool,
-        /// Push every stage's entry to the shared cache once it is built or
-        /// found (see --remote).
-        #[arg(long)]
-        push: bool,
-        /// Where stale stages are built: here (local), or as Slurm array jobs
-        /// (slurm; settings in the file's [slurm] table, the cache on a
-        /// filesystem every node shares) [default: the file's `executor`,
-        /// else local].
-        #[arg(long, value_enum, value_name = "EXECUTOR")]
-        executor: Option<ExecutorName>,
-    },
+    Run(RunArgs),
     /// One array task of a stage the Slurm executor submitted (what its
     /// batch script runs on the node).
     #[command(hide = true)]

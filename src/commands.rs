@@ -10,13 +10,13 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::cli::{Cli, Command, DagFormat, PipelineArgs};
-use crate::exec::{self, Outcome, RunOptions};
+use crate::exec;
 use crate::lockfile::LockFile;
 use crate::pipeline::{self, Override, Pipeline};
 use crate::plan::{self, State};
 use crate::registry;
 use crate::store::{Store, dir_size};
-use crate::ui::{Ui, Verbosity};
+use crate::ui::Verbosity;
 
 /// Exit code for a failed stage.
 pub const EXIT_STAGE_FAILED: u8 = 1;
@@ -60,115 +60,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     };
     let cache = cache_dir(cli.cache.as_deref());
     match cli.command {
-        Command::Run {
-            pipeline: args,
-            until,
-            force,
-            dry_run,
-            jobs,
-            locked,
-            push,
-            executor,
-        } => {
-            let pipeline = load(&args)?;
-            if let Some(u) = &until {
-                pipeline.require_stage(u, "--until")?;
-            }
-            for f in &force {
-                pipeline.require_stage(f, "--force")?;
-            }
-            if jobs == 0 {
-                return Err(crate::diag::PipelineError::plain("-j must be at least 1").into());
-            }
-            let store = Store::open(&cache)?;
-            let forced: HashSet<String> = force.into_iter().collect();
-            if dry_run {
-                return dry_run_report(&pipeline, &store, &forced, until.as_deref());
-            }
-            let ui = Ui::new(verbosity);
-            ui.line(&format!(
-                "cram: pipeline `{}` ({}), cache {}",
-                pipeline.meta.name,
-                pipeline.meta.file.display(),
-                store.root().display()
-            ));
-            if verbosity == Verbosity::Verbose {
-                let lock = LockFile::read(&pipeline.meta.lock_file)?;
-                for st in plan::status(&pipeline, &store, &lock, &forced, None) {
-                    if let State::Stale { reasons } = st.state {
-                        ui.detail(&format!("  stale   {}: {}", st.name, reasons.join("; ")));
-                    }
-                }
-            }
-            let remote = crate::remote::resolve(cli.remote.as_deref(), Some(&pipeline.meta))?;
-            if push && remote.is_none() {
-                return Err(crate::remote::commands::no_remote(&pipeline).into());
-            }
-            if let Some(r) = &remote {
-                ui.line(&format!("cram: shared cache {}", r.address()));
-            }
-            let slurm = match executor {
-                Some(crate::cli::ExecutorName::Slurm) => true,
-                Some(crate::cli::ExecutorName::Local) => false,
-                None => pipeline.meta.executor.as_deref() == Some("slurm"),
-            };
-            let executor: Option<std::sync::Arc<dyn exec::Executor>> = if slurm {
-                ui.line("cram: stages are built as Slurm array jobs");
-                Some(std::sync::Arc::new(exec::slurm::Slurm::from_pipeline(
-                    &pipeline.meta,
-                )?))
-            } else {
-                None
-            };
-            let opts = RunOptions {
-                until,
-                force: forced,
-                jobs,
-                locked,
-                remote: remote.map(std::sync::Arc::new),
-                push,
-                executor,
-            };
-            crate::interrupt::install();
-            let report = exec::run(&pipeline, &store, &opts, &ui)?;
-            let count =
-                |f: fn(&Outcome) -> bool| report.outcomes.iter().filter(|(_, o)| f(o)).count();
-            let ran = count(|o| matches!(o, Outcome::Ran(_)));
-            let cached = count(|o| matches!(o, Outcome::Cached(_)));
-            let pulled = count(|o| matches!(o, Outcome::Pulled(_)));
-            let failed = count(|o| matches!(o, Outcome::Failed(..)));
-            let skipped = count(|o| matches!(o, Outcome::Skipped(_)));
-            for (name, o) in &report.outcomes {
-                if let Outcome::Ran(e) | Outcome::Cached(e) | Outcome::Pulled(e) = o
-                    && e.manifest.kind == "report"
-                {
-                    out(&format!(
-                        "report ({name}): {}",
-                        e.run_dir().join("report.html").display()
-                    ));
-                }
-            }
-            let pulled = if pulled > 0 {
-                format!(", {pulled} pulled")
-            } else {
-                String::new()
-            };
-            let summary = format!(
-                "cram: {ran} ran, {cached} cached{pulled}, {failed} failed, {skipped} skipped; lock file {}",
-                pipeline.meta.lock_file.display()
-            );
-            if crate::interrupt::requested() {
-                eprintln!("{summary}");
-                Ok(ExitCode::from(crate::interrupt::EXIT_INTERRUPTED))
-            } else if report.failed() {
-                eprintln!("{summary}");
-                Ok(ExitCode::from(EXIT_STAGE_FAILED))
-            } else {
-                if verbosity != Verbosity::Quiet {
-                    out(&summary);
-                }
-                Ok(ExitCode::SUCCESS)
-            }
+        Command::Run(args) => {
+            crate::run_command::run(args, &cache, cli.remote.as_deref(), verbosity)
         }
         Command::Task { spec, index } => {
             exec::task::run_task(&spec, index)?;
@@ -359,7 +252,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn dry_run_report(
+pub(crate) fn dry_run_report(
     pipeline: &Pipeline,
     store: &Store,
     forced: &HashSet<String>,

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod registry;
 pub mod remote;
 pub mod reproduce;
+pub mod run_command;
 pub mod store;
 pub mod sweep;
 pub mod tensorboard;
