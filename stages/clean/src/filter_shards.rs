@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use cram_data::documents::{DocumentWriter, count_documents, read_documents};
+/// The documents a shard covers (re-exported from `cram_data`).
+pub use cram_data::documents::shard_range;
+use cram_data::documents::{DocumentWriter, count_documents, read_document_range, read_documents};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -84,12 +86,6 @@ pub fn prepare_filter_shards(
     write_json(&prepared_dir.join(PREPARED_FILE), &prepared)
 }
 
-/// The documents shard `shard` of `shards` covers: a contiguous range.
-pub fn shard_range(documents: u64, shard: usize, shards: usize) -> std::ops::Range<u64> {
-    let (s, n) = (shard as u64, shards.max(1) as u64);
-    (documents * s / n)..(documents * (s + 1) / n)
-}
-
 /// Filters shard `shard` of `shards` (a contiguous range of the input's
 /// documents) into the empty directory `shard_dir`.
 #[allow(clippy::too_many_arguments)]
@@ -121,20 +117,10 @@ pub fn run_filter_shard(
     };
     let range = shard_range(prepared.documents, shard, shards);
     progress.set_length(range.end - range.start);
-    let mut seen = 0u64;
-    let batches = read_documents(documents_dir)?.filter_map(move |batch| {
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => return Some(Err(e)),
-        };
-        let (from, to) = (seen, seen + batch.len() as u64);
-        seen = to;
-        let (lo, hi) = (range.start.max(from), range.end.min(to));
-        (lo < hi).then(|| Ok(batch[(lo - from) as usize..(hi - from) as usize].to_vec()))
-    });
+    let first = range.start;
+    let batches = read_document_range(documents_dir, range)?;
     let mut writer = DocumentWriter::create(shard_dir)?;
     let mut tally = Tally::default();
-    let first = shard_range(prepared.documents, shard, shards).start;
     filter_batches(
         params,
         trash.as_ref(),

@@ -48,6 +48,9 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::{Deserialize, Serialize};
 
+mod range;
+pub use range::{read_document_range, shard_range};
+
 /// Name of the single column of a documents shard.
 pub const TEXT_COLUMN: &str = "text";
 /// Default number of text bytes after which a shard is closed (128 MiB).
@@ -374,12 +377,11 @@ pub fn count_documents(dir: &Path) -> Result<u64, DocumentsError> {
 /// bounded by one batch plus one row group's decoding buffers.
 pub fn read_documents(dir: &Path) -> Result<DocumentBatches, DocumentsError> {
     let shards = list_shards(dir)?;
-    Ok(DocumentBatches {
-        files: shards.into_iter(),
-        current: None,
-        column: TEXT_COLUMN.to_string(),
-        batch_size: BATCH_DOCUMENTS,
-    })
+    Ok(StringColumnBatches::new(
+        shards,
+        TEXT_COLUMN,
+        BATCH_DOCUMENTS,
+    ))
 }
 
 /// Streaming iterator over the documents of a directory (see
@@ -390,7 +392,7 @@ pub type DocumentBatches = StringColumnBatches;
 /// Iterator over batches of one non-null string column of a list of Parquet
 /// files, in file order.
 pub struct StringColumnBatches {
-    files: std::vec::IntoIter<PathBuf>,
+    files: std::vec::IntoIter<FilePart>,
     current: Option<OpenColumn>,
     column: String,
     batch_size: usize,
@@ -404,6 +406,23 @@ impl std::fmt::Debug for StringColumnBatches {
     }
 }
 
+/// One file to read: whole, or the rows of a range (see
+/// [`read_document_range`]).
+struct FilePart {
+    path: PathBuf,
+    slice: Option<FileSlice>,
+}
+
+/// The rows of one file a range covers: the row groups that hold them, the
+/// rows of those groups to skip first, then the rows to read.
+struct FileSlice {
+    row_groups: Vec<usize>,
+    /// Index in the file of the first row of `row_groups[0]`.
+    first_row: u64,
+    skip: u64,
+    take: u64,
+}
+
 struct OpenColumn {
     path: PathBuf,
     reader: ParquetRecordBatchReader,
@@ -415,15 +434,24 @@ impl StringColumnBatches {
     /// in batches of `batch_size` rows. Types Utf8, LargeUtf8 and Utf8View
     /// are accepted; a null value is an error naming the file and row.
     pub fn new(files: Vec<PathBuf>, column: &str, batch_size: usize) -> Self {
+        let parts = files
+            .into_iter()
+            .map(|path| FilePart { path, slice: None })
+            .collect();
+        Self::from_parts(parts, column, batch_size)
+    }
+
+    fn from_parts(parts: Vec<FilePart>, column: &str, batch_size: usize) -> Self {
         StringColumnBatches {
-            files: files.into_iter(),
+            files: parts.into_iter(),
             current: None,
             column: column.to_string(),
             batch_size: batch_size.max(1),
         }
     }
 
-    fn open(&self, path: PathBuf) -> Result<OpenColumn, DocumentsError> {
+    fn open(&self, part: FilePart) -> Result<OpenColumn, DocumentsError> {
+        let FilePart { path, slice } = part;
         let file = File::open(&path).map_err(|e| DocumentsError::io(&path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| DocumentsError::parquet(&path, e))?;
@@ -454,16 +482,24 @@ impl StringColumnBatches {
         // The Arrow field index equals the root index of the Parquet schema
         // for the top-level, non-nested columns we accept.
         let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let reader = builder
+        let mut builder = builder
             .with_projection(mask)
-            .with_batch_size(self.batch_size)
+            .with_batch_size(self.batch_size);
+        let mut row = 0;
+        if let Some(slice) = slice {
+            use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+            row = slice.first_row + slice.skip;
+            builder = builder
+                .with_row_groups(slice.row_groups)
+                .with_row_selection(RowSelection::from(vec![
+                    RowSelector::skip(slice.skip as usize),
+                    RowSelector::select(slice.take as usize),
+                ]));
+        }
+        let reader = builder
             .build()
             .map_err(|e| DocumentsError::parquet(&path, e))?;
-        Ok(OpenColumn {
-            path,
-            reader,
-            row: 0,
-        })
+        Ok(OpenColumn { path, reader, row })
     }
 }
 
@@ -539,8 +575,8 @@ impl Iterator for StringColumnBatches {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if self.current.is_none() {
-                let path = self.files.next()?;
-                match self.open(path) {
+                let part = self.files.next()?;
+                match self.open(part) {
                     Ok(open) => self.current = Some(open),
                     Err(e) => return Some(Err(e)),
                 }

@@ -1,7 +1,8 @@
 //! Round-trip tests of the documents format.
 
 use cram_data::documents::{
-    DocumentWriter, DocumentsError, count_documents, list_shards, read_documents,
+    DocumentWriter, DocumentsError, count_documents, list_shards, read_document_range,
+    read_documents, shard_range,
 };
 
 fn read_all(dir: &std::path::Path) -> Vec<String> {
@@ -159,4 +160,60 @@ print(json.dumps(t.column('text').to_pylist()))";
     );
     let got: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got, vec!["héllo “world”", "", "third"]);
+}
+
+#[test]
+fn ranges_read_exactly_their_documents_across_files_and_row_groups() {
+    // 100k short documents: three files, the first two with two row groups
+    // each (32768 rows, then the rest), so ranges start and end inside
+    // groups, on their edges and across files.
+    let tmp = tempfile::tempdir().unwrap();
+    let docs: Vec<String> = (0..100_000).map(|i| format!("d{i}")).collect();
+    let mut w = DocumentWriter::create(tmp.path())
+        .unwrap()
+        .with_shard_bytes(250_000);
+    for d in &docs {
+        w.push(d).unwrap();
+    }
+    let written = w.finish().unwrap();
+    assert_eq!(written.shards.len(), 3, "{:?}", written.shards);
+    let first = tmp.path().join(&written.shards[0]);
+    let file_rows = count_documents(tmp.path()).unwrap();
+    assert_eq!(file_rows, 100_000);
+    let first_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&first, first_dir.path().join("part-00000.parquet")).unwrap();
+    assert!(count_documents(first_dir.path()).unwrap() > 32_768);
+    let read = |range: std::ops::Range<u64>| -> Vec<String> {
+        read_document_range(tmp.path(), range)
+            .unwrap()
+            .flat_map(|b| b.unwrap())
+            .collect()
+    };
+    for shards in [1, 2, 3, 7, 13] {
+        let mut joined = Vec::new();
+        for shard in 0..shards {
+            let range = shard_range(100_000, shard, shards);
+            let got = read(range.clone());
+            assert_eq!(
+                got,
+                docs[range.start as usize..range.end as usize],
+                "shard {shard} of {shards}"
+            );
+            joined.extend(got);
+        }
+        assert_eq!(joined, docs, "{shards} shards together");
+    }
+    for (lo, hi) in [
+        (0, 1),
+        (32_767, 32_769),
+        (32_768, 65_536),
+        (99_999, 110_000),
+        (40_000, 90_000),
+    ] {
+        assert_eq!(read(lo..hi), docs[lo as usize..hi.min(100_000) as usize]);
+    }
+    assert!(read(5..5).is_empty());
+    assert!(read(100_000..100_010).is_empty());
+    assert_eq!(shard_range(2, 3, 4), 1..2);
+    assert_eq!(shard_range(2, 0, 4), 0..0);
 }
