@@ -271,6 +271,13 @@ pub trait Kind: Send + Sync {
 /// A kind's split into shards. Merged, the shards must give the one-pass
 /// [`Kind::run`]'s output, byte for byte, whatever hosts they ran on.
 pub trait Shards: Send + Sync {
+    /// Whether these parameters split at all. A kind whose one-pass run
+    /// stops early for some parameters (`pack` with `ordering = "none"` and
+    /// `max_sequences`) runs in one task for them, since shards would do
+    /// work the one pass skips.
+    fn splits(&self, _ctx: &StageContext<'_>) -> anyhow::Result<bool> {
+        Ok(true)
+    }
     /// Runs once, on the submitting host, before any shard: writes what the
     /// shards share (a trained tokenizer, a document count) into `prepared`.
     fn prepare(&self, ctx: &StageContext<'_>, prepared: &Path) -> anyhow::Result<()>;

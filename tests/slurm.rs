@@ -122,7 +122,7 @@ fn on_slurm(body: &str, retries: u32) -> String {
 }
 
 /// Real stages: synthetic documents, the filter (with its own trash
-/// tokenizer), dedup and a tokenizer.
+/// tokenizer), dedup, a tokenizer and the packed rows.
 const PREPROCESS: &str = r#"
 name = "slurm-preprocess"
 seed = 5
@@ -146,6 +146,13 @@ min_length = 40
 kind = "tokenizer"
 inputs = ["dedup"]
 vocab_size = 600
+
+[stages.tokenize]
+kind = "pack"
+inputs = ["dedup", "tok"]
+seq_length = 32
+ordering = "randomized"
+heldout_rows = 8
 "#;
 
 #[test]
@@ -158,7 +165,7 @@ fn slurm_builds_the_same_bytes_as_the_local_executor() {
     let cluster = Project::new(&on_slurm(PREPROCESS, 2));
     let out = cluster.ok(&["run", "p.toml"]);
     assert!(out.contains("Slurm array jobs"), "{out}");
-    for stage in ["corpus", "clean", "dedup", "tok"] {
+    for stage in ["corpus", "clean", "dedup", "tok", "tokenize"] {
         assert_eq!(
             local.lock()["stages"][stage]["output_hash"],
             cluster.lock()["stages"][stage]["output_hash"],
@@ -171,10 +178,14 @@ fn slurm_builds_the_same_bytes_as_the_local_executor() {
         let log = cluster.log(stage);
         assert!(log.contains("slurm: submitted job"), "{stage}: {log}");
     }
-    // The filter splits into three array tasks, merged on this host.
-    let log = cluster.log("clean");
-    assert!(log.contains("(3 tasks)"), "{log}");
-    assert!(log.contains("merging 3 shards"), "{log}");
+    // The filter and pack split into three array tasks, merged on this
+    // host; the others run as one task.
+    for stage in ["clean", "tokenize"] {
+        let log = cluster.log(stage);
+        assert!(log.contains("(3 tasks)"), "{stage}: {log}");
+        assert!(log.contains("merging 3 shards"), "{stage}: {log}");
+    }
+    assert!(cluster.log("tok").contains("(1 task)"));
     // The scratch of the builds is gone once their entries are in.
     let work = cluster.dir.path().join("cache/work");
     let left: Vec<_> = std::fs::read_dir(&work).unwrap().flatten().collect();
@@ -182,7 +193,7 @@ fn slurm_builds_the_same_bytes_as_the_local_executor() {
     // --executor local overrides the file; all is cached either way.
     let again = cluster.ok(&["run", "p.toml", "--executor", "local"]);
     assert!(!again.contains("Slurm"), "{again}");
-    assert!(again.contains("0 ran, 4 cached"), "{again}");
+    assert!(again.contains("0 ran, 5 cached"), "{again}");
 }
 
 #[test]

@@ -217,7 +217,10 @@ impl Executor for Slurm {
     fn build(&self, b: &Build<'_>) -> Result<Value> {
         let ctx = b.ctx;
         let key = &b.task.key;
-        let sharded = b.stage.kind.shards().filter(|_| self.config.shards > 1);
+        let sharded = match b.stage.kind.shards() {
+            Some(shards) if self.config.shards > 1 && shards.splits(ctx)? => Some(shards),
+            _ => None,
+        };
         let tasks = if sharded.is_some() {
             self.config.shards
         } else {
@@ -255,7 +258,8 @@ impl Executor for Slurm {
             // Tasks of an earlier, interrupted submission would race ours.
             cancel(&name);
             let id = self.submit(&name, &dirs, &todo)?;
-            note(format!("submitted job {id} ({} tasks)", todo.len()));
+            let plural = if todo.len() == 1 { "task" } else { "tasks" };
+            note(format!("submitted job {id} ({} {plural})", todo.len()));
             for &i in &todo {
                 attempts[i] += 1;
             }

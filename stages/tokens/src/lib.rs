@@ -17,6 +17,9 @@
 pub mod fast;
 pub mod heldout;
 pub mod pack;
+pub mod pack_shards;
+mod packer;
+mod row_order;
 pub mod sequences;
 pub mod tokenizer;
 pub mod train;

@@ -34,21 +34,17 @@
 //! when the stage ends, on success or error.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Instant;
 
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::fast::FastWordPiece;
-use crate::sequences::{DEFAULT_SHARD_BYTES, IdType, SequencesError, ShardWriter};
-use crate::tokenizer::{TOKENIZER_FILE, TokenizerError, load_tokenizer, special_ids};
+use crate::packer::{Encoder, Packed, Packer, encode_stream};
+use crate::sequences::{DEFAULT_SHARD_BYTES, IdType, SequencesError};
+use crate::tokenizer::{TOKENIZER_FILE, TokenizerError};
 
 /// Bumped whenever a change to the code changes the bytes the `pack` kind
 /// writes.
@@ -196,6 +192,17 @@ pub enum PackError {
     /// The parameters cannot work.
     #[error("invalid pack parameters: {0}")]
     Params(String),
+    /// A shard's directory does not hold what its run wrote (see
+    /// [`crate::pack_shards`]).
+    #[error(
+        "{dir}: {message}; delete the folder that holds the shards and run the stage again to rebuild them"
+    )]
+    Shard {
+        /// The shard's directory.
+        dir: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Encoding a document failed.
     #[error("document {document}: encoding failed: {message}")]
     Encode {
@@ -221,28 +228,11 @@ pub enum PackError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
     move |source| PackError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Loads a tokenizer for packing: padding and truncation off.
-fn packing_tokenizer(path: &Path) -> Result<Tokenizer, PackError> {
-    let wrap = |source| PackError::Tokenizer {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tokenizer = load_tokenizer(path).map_err(wrap)?;
-    tokenizer.with_padding(None);
-    tokenizer.with_truncation(None).map_err(|e| {
-        wrap(TokenizerError::Library {
-            context: "disabling truncation".into(),
-            message: e.to_string(),
-        })
-    })?;
-    Ok(tokenizer)
 }
 
 /// Encodes a batch of documents in parallel (rayon): ids without special
@@ -297,212 +287,9 @@ pub fn encode_documents(
     Ok((encoded.into_iter().map(|(ids, _)| ids).collect(), unks))
 }
 
-/// Temporary files of raw little-endian ids, one row after another.
-struct Spill {
-    dtype: IdType,
-    files: Vec<(PathBuf, BufWriter<File>, u64)>,
-    bytes: Vec<u8>,
-}
-
-impl Spill {
-    fn new(dir: &Path, prefix: &str, count: usize, dtype: IdType) -> Result<Spill, PackError> {
-        let mut files = Vec::with_capacity(count);
-        for i in 0..count {
-            let path = dir.join(format!("{prefix}-{i:05}.bin"));
-            let file = File::create(&path).map_err(io(&path))?;
-            files.push((path, BufWriter::with_capacity(1 << 16, file), 0));
-        }
-        Ok(Spill {
-            dtype,
-            files,
-            bytes: Vec::new(),
-        })
-    }
-
-    fn push(&mut self, bucket: usize, row: &[u32]) -> Result<(), PackError> {
-        self.bytes.clear();
-        match self.dtype {
-            IdType::U16 => row
-                .iter()
-                .for_each(|&v| self.bytes.extend_from_slice(&(v as u16).to_le_bytes())),
-            IdType::U32 => row
-                .iter()
-                .for_each(|&v| self.bytes.extend_from_slice(&v.to_le_bytes())),
-        }
-        let (path, file, rows) = &mut self.files[bucket];
-        file.write_all(&self.bytes).map_err(io(path))?;
-        *rows += 1;
-        Ok(())
-    }
-
-    /// Flushes and closes the files; returns (path, rows) per bucket.
-    fn finish(self) -> Result<Vec<(PathBuf, u64)>, PackError> {
-        self.files
-            .into_iter()
-            .map(|(path, mut file, rows)| {
-                file.flush().map_err(io(&path))?;
-                Ok((path, rows))
-            })
-            .collect()
-    }
-}
-
-/// Reads rows back from a spill file, in order.
-struct SpillReader {
-    path: PathBuf,
-    reader: BufReader<File>,
-    dtype: IdType,
-    seq_length: usize,
-    bytes: Vec<u8>,
-    row: Vec<u32>,
-}
-
-impl SpillReader {
-    fn open(path: &Path, dtype: IdType, seq_length: usize) -> Result<SpillReader, PackError> {
-        let file = File::open(path).map_err(io(path))?;
-        Ok(SpillReader {
-            path: path.to_path_buf(),
-            reader: BufReader::with_capacity(1 << 16, file),
-            dtype,
-            seq_length,
-            bytes: vec![0; seq_length * dtype.width()],
-            row: vec![0; seq_length],
-        })
-    }
-
-    /// The next row, or `None` at the end of the file.
-    fn next_row(&mut self) -> Result<Option<&[u32]>, PackError> {
-        match self.reader.read_exact(&mut self.bytes) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => {
-                return Err(PackError::Io {
-                    path: self.path.clone(),
-                    source: e,
-                });
-            }
-        }
-        match self.dtype {
-            IdType::U16 => {
-                for (dst, src) in self.row.iter_mut().zip(self.bytes.chunks_exact(2)) {
-                    *dst = u16::from_le_bytes([src[0], src[1]]) as u32;
-                }
-            }
-            IdType::U32 => {
-                for (dst, src) in self.row.iter_mut().zip(self.bytes.chunks_exact(4)) {
-                    *dst = u32::from_le_bytes([src[0], src[1], src[2], src[3]]);
-                }
-            }
-        }
-        debug_assert_eq!(self.row.len(), self.seq_length);
-        Ok(Some(&self.row))
-    }
-}
-
-/// Where finished rows go, per ordering.
-enum Sink {
-    /// `none`: straight to the shards.
-    Direct,
-    /// `randomized`: rows to seeded random bucket files.
-    Buckets { spill: Spill, rng: Box<ChaCha8Rng> },
-    /// `sentence-length-curriculum`: rows to one file per count of `"."`.
-    Curriculum { spill: Spill, period: Option<u32> },
-}
-
-impl Sink {
-    /// Takes one row; returns `false` once no more rows are wanted.
-    fn push(
-        &mut self,
-        row: &[u32],
-        writer: &mut ShardWriter,
-        limit: u64,
-    ) -> Result<bool, PackError> {
-        match self {
-            Sink::Direct => {
-                if writer.rows() < limit {
-                    writer.push(row)?;
-                }
-                Ok(writer.rows() < limit)
-            }
-            Sink::Buckets { spill, rng } => {
-                let bucket = rng.random_range(0..spill.files.len());
-                spill.push(bucket, row)?;
-                Ok(true)
-            }
-            Sink::Curriculum { spill, period } => {
-                let count = period.map_or(0, |p| row.iter().filter(|&&id| id == p).count());
-                spill.push(count, row)?;
-                Ok(true)
-            }
-        }
-    }
-}
-
-/// Shuffles one bucket file into the writer (splitting it again if it is
-/// over the memory budget). Returns `false` once the writer has `limit` rows.
-fn drain_shuffled(
-    path: &Path,
-    rows: u64,
-    ctx: &mut ShuffleContext<'_>,
-    writer: &mut ShardWriter,
-    depth: u32,
-) -> Result<bool, PackError> {
-    let row_bytes = (ctx.seq_length * ctx.dtype.width()) as u64;
-    if rows * row_bytes > ctx.budget && rows > 1 && depth < 8 {
-        let parts = (rows * row_bytes).div_ceil(ctx.budget).max(2) as usize;
-        let mut spill = Spill::new(
-            ctx.dir,
-            &format!("split{depth}-{}", ctx.splits),
-            parts,
-            ctx.dtype,
-        )?;
-        ctx.splits += 1;
-        let mut reader = SpillReader::open(path, ctx.dtype, ctx.seq_length)?;
-        while let Some(row) = reader.next_row()? {
-            let bucket = ctx.rng.random_range(0..parts);
-            spill.push(bucket, row)?;
-        }
-        drop(reader);
-        std::fs::remove_file(path).map_err(io(path))?;
-        for (part, part_rows) in spill.finish()? {
-            if !drain_shuffled(&part, part_rows, ctx, writer, depth + 1)? {
-                return Ok(false);
-            }
-        }
-        return Ok(true);
-    }
-    let mut reader = SpillReader::open(path, ctx.dtype, ctx.seq_length)?;
-    let mut all: Vec<u32> = Vec::with_capacity(rows as usize * ctx.seq_length);
-    while let Some(row) = reader.next_row()? {
-        all.extend_from_slice(row);
-    }
-    drop(reader);
-    std::fs::remove_file(path).map_err(io(path))?;
-    let mut order: Vec<u32> = (0..(all.len() / ctx.seq_length) as u32).collect();
-    order.shuffle(&mut ctx.rng);
-    for i in order {
-        if writer.rows() >= ctx.limit {
-            return Ok(false);
-        }
-        let start = i as usize * ctx.seq_length;
-        writer.push(&all[start..start + ctx.seq_length])?;
-    }
-    Ok(writer.rows() < ctx.limit)
-}
-
-struct ShuffleContext<'a> {
-    dir: &'a Path,
-    dtype: IdType,
-    seq_length: usize,
-    budget: u64,
-    limit: u64,
-    rng: ChaCha8Rng,
-    splits: usize,
-}
-
 /// Upper bound of the text bytes of a documents directory from the Parquet
 /// metadata (uncompressed size of the column chunks), to size the buckets.
-fn estimate_text_bytes(dir: &Path) -> Result<u64, PackError> {
+pub(crate) fn estimate_text_bytes(dir: &Path) -> Result<u64, PackError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let mut total = 0u64;
     for path in cram_data::documents::list_shards(dir)? {
@@ -522,6 +309,38 @@ fn estimate_text_bytes(dir: &Path) -> Result<u64, PackError> {
     Ok(total)
 }
 
+/// Checks the parameters that no input can make right.
+pub(crate) fn check_params(params: &PackParams) -> Result<(), PackError> {
+    if params.seq_length == 0 || params.seq_length > i32::MAX as usize {
+        return Err(PackError::Params(format!(
+            "seq_length = {} must be in 1..=2^31-1",
+            params.seq_length
+        )));
+    }
+    if params.shuffle_memory_bytes == 0 {
+        return Err(PackError::Params(
+            "shuffle_memory_bytes must be positive".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts of the documents encoded, summed over the batches (or shards).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Encoded {
+    pub(crate) documents: u64,
+    pub(crate) text_bytes: u64,
+    pub(crate) unks: u64,
+}
+
+impl Encoded {
+    pub(crate) fn add(&mut self, texts: &[String], unks: u64) {
+        self.documents += texts.len() as u64;
+        self.text_bytes += texts.iter().map(|t| t.len() as u64).sum::<u64>();
+        self.unks += unks;
+    }
+}
+
 /// Encodes the documents of `documents_dir` with the tokenizer at
 /// `tokenizer_json`, packs them into rows and writes the Parquet shards,
 /// `summary.json` and a copy of `tokenizer.json` into `out_dir`.
@@ -534,226 +353,89 @@ pub fn run_pack(
     progress: &indicatif::ProgressBar,
 ) -> Result<PackSummary, PackError> {
     let start = Instant::now();
-    if params.seq_length == 0 || params.seq_length > i32::MAX as usize {
-        return Err(PackError::Params(format!(
-            "seq_length = {} must be in 1..=2^31-1",
-            params.seq_length
-        )));
-    }
-    if params.shuffle_memory_bytes == 0 {
-        return Err(PackError::Params(
-            "shuffle_memory_bytes must be positive".into(),
-        ));
-    }
-    let tokenizer = packing_tokenizer(tokenizer_json)?;
-    let ids = special_ids(&tokenizer).map_err(|source| PackError::Tokenizer {
-        path: tokenizer_json.to_path_buf(),
-        source,
-    })?;
-    let vocab_size = tokenizer.get_vocab_size(true);
-    let dtype = IdType::for_vocab(vocab_size);
-    let period = tokenizer
-        .encode_fast(".", false)
-        .ok()
-        .and_then(|e| e.get_ids().first().copied())
-        .filter(|&id| id != ids.unk);
-    let fast = if params.fast_wordpiece {
-        FastWordPiece::new(&tokenizer)
-    } else {
-        None
-    };
-    let seq_length = params.seq_length;
-    let limit = params.max_sequences.unwrap_or(u64::MAX);
+    check_params(params)?;
+    let encoder = Encoder::load(params, tokenizer_json)?;
     let total_documents = cram_data::documents::count_documents(documents_dir)?;
     progress.set_length(total_documents);
     progress.set_position(0);
     progress.set_message("packing");
-
-    let scratch = tempfile::Builder::new()
-        .prefix(".pack-scratch-")
-        .tempdir_in(out_dir)
-        .map_err(io(out_dir))?;
-    let mut writer = ShardWriter::new(out_dir, seq_length, dtype, params.shard_bytes);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7061_636b);
-    // About 4 bytes of text per token: the rows the corpus will give, to size
-    // the held-out share.
     let text_bound = estimate_text_bytes(documents_dir)?;
-    let estimated_rows = text_bound / (4 * seq_length as u64);
-    let mut heldout = crate::heldout::HeldoutPicker::new(
-        out_dir,
-        params.heldout_rows,
-        estimated_rows,
-        seq_length,
-        dtype,
-        seed,
-    )?;
-    let mut sink = match params.ordering {
-        RowOrdering::None => Sink::Direct,
-        RowOrdering::Randomized => {
-            // Tokens are at most bytes + documents (every token but [SEP]
-            // covers at least one byte of text).
-            let bound = (text_bound + total_documents) * dtype.width() as u64;
-            let count = bound.div_ceil(params.shuffle_memory_bytes).clamp(1, 4096) as usize;
-            Sink::Buckets {
-                spill: Spill::new(scratch.path(), "bucket", count, dtype)?,
-                rng: Box::new(ChaCha8Rng::seed_from_u64(rng.random())),
-            }
-        }
-        RowOrdering::SentenceLengthCurriculum => Sink::Curriculum {
-            spill: Spill::new(scratch.path(), "dots", seq_length + 1, dtype)?,
-            period,
-        },
-    };
-
-    // Encode and cut into rows; a reader thread decodes Parquet while the
-    // rayon pool encodes the previous batch.
-    let (mut documents, mut text_bytes, mut tokens, mut unks, mut rows_formed) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut pending: Vec<u32> = Vec::with_capacity(seq_length * 4);
+    let mut packer = Packer::new(params, &encoder, seed, out_dir, total_documents, text_bound)?;
+    let mut counts = Encoded::default();
     let batches = cram_data::documents::read_documents(documents_dir)?;
-    std::thread::scope(|scope| -> Result<(), PackError> {
-        let (tx, rx) = mpsc::sync_channel(2);
-        let reader = scope.spawn(move || {
-            for batch in batches {
-                let stop = batch.is_err();
-                if tx.send(batch).is_err() || stop {
-                    break;
-                }
+    encode_stream(&encoder, batches, 0, |first, texts, encoded, unks| {
+        counts.add(texts, unks);
+        progress.inc(texts.len() as u64);
+        for (j, doc) in encoded.iter().enumerate() {
+            if !packer.push(first + j as u64, doc)? {
+                return Ok(false);
             }
-        });
-        let result = (|| {
-            for batch in rx.iter() {
-                let batch = batch?;
-                let (encoded, batch_unks) = encode_documents(
-                    &tokenizer,
-                    fast.as_ref(),
-                    &batch,
-                    ids.sep,
-                    ids.unk,
-                    dtype.max_id(),
-                    documents,
-                )
-                .map_err(|e| match e {
-                    PackError::IdOverflow { document, id, .. } => PackError::IdOverflow {
-                        document,
-                        id,
-                        dtype,
-                        vocab_size,
-                    },
-                    other => other,
-                })?;
-                let first = documents;
-                documents += batch.len() as u64;
-                text_bytes += batch.iter().map(|t| t.len() as u64).sum::<u64>();
-                unks += batch_unks;
-                progress.inc(batch.len() as u64);
-                let mut more = true;
-                for (j, doc) in encoded.into_iter().enumerate() {
-                    tokens += doc.len() as u64 - 1;
-                    if heldout.takes(first + j as u64) {
-                        heldout.push(&doc)?;
-                        continue;
-                    }
-                    pending.extend_from_slice(&doc);
-                    let full = pending.len() / seq_length * seq_length;
-                    for row in pending[..full].chunks_exact(seq_length) {
-                        rows_formed += 1;
-                        more = sink.push(row, &mut writer, limit)?;
-                        if !more {
-                            break;
-                        }
-                    }
-                    pending.drain(..full);
-                    if !more {
-                        break;
-                    }
-                }
-                if !more {
-                    break;
-                }
-            }
-            Ok(())
-        })();
-        drop(rx);
-        reader.join().expect("the document reader thread panicked");
-        result
+        }
+        Ok(true)
     })?;
-    let dropped_tokens = pending.len() as u64;
-
-    // Order and write.
     progress.set_message("writing rows");
-    match sink {
-        Sink::Direct => {}
-        Sink::Buckets { spill, .. } => {
-            let mut ctx = ShuffleContext {
-                dir: scratch.path(),
-                dtype,
-                seq_length,
-                budget: params.shuffle_memory_bytes,
-                limit,
-                rng: ChaCha8Rng::seed_from_u64(rng.random()),
-                splits: 0,
-            };
-            for (path, rows) in spill.finish()? {
-                if !drain_shuffled(&path, rows, &mut ctx, &mut writer, 0)? {
-                    break;
-                }
-            }
-        }
-        Sink::Curriculum { spill, .. } => {
-            'outer: for (path, _) in spill.finish()?.iter().rev() {
-                let mut reader = SpillReader::open(path, dtype, seq_length)?;
-                while let Some(row) = reader.next_row()? {
-                    if writer.rows() >= limit {
-                        break 'outer;
-                    }
-                    writer.push(row)?;
-                }
-            }
-        }
-    }
-    let shards = writer.finish()?;
-    let held = heldout.finish()?;
-    drop(scratch);
-    let rows = rows_written(out_dir, &shards)?;
+    let packed = packer.finish()?;
+    let summary = write_pack_output(
+        params,
+        &encoder,
+        tokenizer_json,
+        counts,
+        packed,
+        start,
+        out_dir,
+    )?;
+    progress.set_message("packed");
+    Ok(summary)
+}
 
+/// Copies the tokenizer beside the rows and writes `summary.json`.
+pub(crate) fn write_pack_output(
+    params: &PackParams,
+    encoder: &Encoder,
+    tokenizer_json: &Path,
+    counts: Encoded,
+    packed: Packed,
+    start: Instant,
+    out_dir: &Path,
+) -> Result<PackSummary, PackError> {
+    let rows = rows_written(out_dir, &packed.shards)?;
     let copy = out_dir.join(TOKENIZER_FILE);
     std::fs::copy(tokenizer_json, &copy).map_err(io(&copy))?;
     let seconds = start.elapsed().as_secs_f64();
+    let tokens = packed.tokens;
     let summary = PackSummary {
         rows,
         tokens,
-        documents,
-        text_bytes,
-        rows_formed,
-        dropped_tokens,
-        shards,
-        seq_length,
-        vocab_size,
-        dtype,
+        documents: counts.documents,
+        text_bytes: counts.text_bytes,
+        rows_formed: packed.rows_formed,
+        dropped_tokens: packed.dropped_tokens,
+        shards: packed.shards,
+        seq_length: params.seq_length,
+        vocab_size: encoder.vocab_size,
+        dtype: encoder.dtype,
         unk_fraction: if tokens == 0 {
             0.0
         } else {
-            unks as f64 / tokens as f64
+            counts.unks as f64 / tokens as f64
         },
         ordering: params.ordering,
-        sep_id: ids.sep,
-        pad_id: ids.pad,
-        period_id: period,
-        fast_wordpiece: fast.is_some(),
-        heldout_rows: held.rows,
-        heldout_documents: held.documents,
-        heldout_tokens: held.tokens,
+        sep_id: encoder.ids.sep,
+        pad_id: encoder.ids.pad,
+        period_id: encoder.period,
+        fast_wordpiece: encoder.fast.is_some(),
+        heldout_rows: packed.heldout.rows,
+        heldout_documents: packed.heldout.documents,
+        heldout_tokens: packed.heldout.tokens,
         seconds,
         mb_per_second: if seconds > 0.0 {
-            text_bytes as f64 / 1e6 / seconds
+            counts.text_bytes as f64 / 1e6 / seconds
         } else {
             0.0
         },
     };
     crate::write_summary(out_dir, &summary)
         .map_err(|(path, source)| PackError::Io { path, source })?;
-    progress.set_message("packed");
     Ok(summary)
 }
 
