@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn slurm_up() -> bool {
     let up = Command::new("sinfo")
         .args(["-h", "-o", "%T"])
@@ -29,13 +31,21 @@ fn slurm_up() -> bool {
 
 struct Project {
     dir: tempfile::TempDir,
+    /// `HF_ENDPOINT` for its runs (and so for its array tasks: sbatch
+    /// passes the submitter's environment on).
+    hub: Option<String>,
 }
 
 impl Project {
     fn new(pipeline: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
-        Project { dir }
+        Project { dir, hub: None }
+    }
+
+    fn against(mut self, hub: &common::Hub) -> Project {
+        self.hub = Some(hub.endpoint.clone());
+        self
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -44,6 +54,9 @@ impl Project {
             .env_remove("CRAM_REMOTE")
             .args(args)
             .current_dir(self.dir.path());
+        if let Some(endpoint) = &self.hub {
+            c.env("HF_ENDPOINT", endpoint);
+        }
         c
     }
 
@@ -194,6 +207,48 @@ fn slurm_builds_the_same_bytes_as_the_local_executor() {
     let again = cluster.ok(&["run", "p.toml", "--executor", "local"]);
     assert!(!again.contains("Slurm"), "{again}");
     assert!(again.contains("0 ran, 5 cached"), "{again}");
+}
+
+#[test]
+fn a_download_fetches_its_files_in_array_tasks_and_extracts_them_as_one_pass() {
+    if !slurm_up() {
+        return;
+    }
+    let hub = common::Hub::start();
+    let body = r#"
+name = "slurm-download"
+
+[stages.glue]
+kind = "download"
+source = "hf://datasets/nyu-mll/glue/{rte,stsb}/*.parquet"
+mode = "files"
+
+[stages.sentences]
+kind = "download"
+source = "hf://datasets/nyu-mll/glue/{cola,sst2}/*.parquet"
+text_column = "sentence"
+shard_bytes = 200000
+"#;
+    let local = Project::new(body).against(&hub);
+    local.ok(&["run", "p.toml"]);
+    let cluster = Project::new(&on_slurm(body, 1)).against(&hub);
+    cluster.ok(&["run", "p.toml"]);
+    for stage in ["glue", "sentences"] {
+        assert_eq!(
+            local.lock()["stages"][stage]["output_hash"],
+            cluster.lock()["stages"][stage]["output_hash"],
+            "stage {stage}"
+        );
+        let log = cluster.log(stage);
+        assert!(log.contains("(3 tasks)"), "{stage}: {log}");
+        assert!(log.contains("merging 3 shards"), "{stage}: {log}");
+        // The tasks did the transfers; the merge found every file cached.
+        let manifest = common::read_json(&cluster.entry(stage).join("manifest.json"));
+        let timings = &manifest["metrics"]["timings"];
+        assert_eq!(timings["shards"], 3, "{manifest}");
+        assert_eq!(timings["fetched_files"].as_array().unwrap().len(), 6);
+        assert!(timings["fetched_bytes"].as_u64().unwrap() > 1_000_000);
+    }
 }
 
 #[test]

@@ -1,16 +1,17 @@
 //! Adapters for `cram-data`: `download` and `synthetic`.
 
 use std::marker::PhantomData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use cram_data::{DownloadMode, DownloadParams, SourceIdentity, SyntheticParams};
+use cram_data::download::shards::{download_splits, fetch_download_shard, read_fetched_shard};
+use cram_data::{DownloadMode, DownloadParams, HubConfig, SourceIdentity, SyntheticParams};
 use serde_json::Value;
 
 use super::simple::{Simple, summary, summary_with_timings};
 use crate::hashing::hash_json;
 use crate::registry::{
-    Artifact, InputSlot, Kind, ParamError, Params, PipelineMeta, StageContext, plain_params,
+    Artifact, InputSlot, Kind, ParamError, Params, PipelineMeta, Shards, StageContext, plain_params,
 };
 use crate::store::Store;
 
@@ -122,32 +123,93 @@ impl Kind for Download {
         Ok(Some(v))
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
-        let p: DownloadParams = ctx.typed()?;
-        let p = anchored(&p, ctx.pipeline);
-        let identity: SourceIdentity = serde_json::from_value(
-            ctx.identity
-                .cloned()
-                .context("the download's source identity is missing")?,
-        )?;
-        let s = cram_data::run_download(
+        run_download(ctx, &[])
+    }
+    fn shards(&self) -> Option<&dyn Shards> {
+        Some(&DownloadShards)
+    }
+}
+
+/// The parameters (local sources anchored) and the resolved identity.
+fn download_setup(ctx: &StageContext<'_>) -> Result<(DownloadParams, SourceIdentity)> {
+    let p: DownloadParams = ctx.typed()?;
+    let identity: SourceIdentity = serde_json::from_value(
+        ctx.identity
+            .cloned()
+            .context("the download's source identity is missing")?,
+    )?;
+    Ok((anchored(&p, ctx.pipeline), identity))
+}
+
+/// Downloads (and extracts) in this process; `shards` are the directories
+/// of shards that fetched files before, whose transfers the metrics count.
+fn run_download(ctx: &StageContext<'_>, shards: &[PathBuf]) -> Result<Value> {
+    let (p, identity) = download_setup(ctx)?;
+    let s = cram_data::run_download(
+        &p,
+        &identity,
+        &ctx.store.downloads_dir(),
+        ctx.out_dir,
+        ctx.progress,
+    )?;
+    // What came over the network depends on the download cache: a run
+    // fact for the manifest, not part of the output.
+    let mut fetched: Vec<String> = Vec::new();
+    let mut fetched_bytes = 0;
+    for dir in shards {
+        let shard = read_fetched_shard(dir)?;
+        fetched.extend(shard.fetched_files);
+        fetched_bytes += shard.fetched_bytes;
+    }
+    fetched.extend(s.files.iter().filter(|f| !f.cached).map(|f| f.path.clone()));
+    fetched_bytes += s.fetched_bytes;
+    let mut timings =
+        serde_json::json!({ "fetched_bytes": fetched_bytes, "fetched_files": fetched });
+    if !shards.is_empty() {
+        timings["shards"] = shards.len().into();
+    }
+    summary_with_timings(&s, &timings)
+}
+
+/// `download` in shards: each fetches a run of the files into the shared
+/// download cache; the merge extracts them (see
+/// `cram_data::download::shards`).
+struct DownloadShards;
+
+impl Shards for DownloadShards {
+    fn splits(&self, ctx: &StageContext<'_>) -> Result<bool> {
+        let (p, identity) = download_setup(ctx)?;
+        Ok(download_splits(&p, &identity))
+    }
+
+    fn prepare(&self, _ctx: &StageContext<'_>, _prepared: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn run_shard(
+        &self,
+        ctx: &StageContext<'_>,
+        _prepared: &Path,
+        shard: usize,
+        shards: usize,
+        dir: &Path,
+    ) -> Result<()> {
+        let (p, identity) = download_setup(ctx)?;
+        fetch_download_shard(
             &p,
             &identity,
             &ctx.store.downloads_dir(),
-            ctx.out_dir,
+            shard,
+            shards,
+            dir,
             ctx.progress,
+            &HubConfig::from_env(),
         )?;
-        // What came over the network depends on the download cache: a run
-        // fact for the manifest, not part of the output.
-        let fetched: Vec<&str> = s
-            .files
-            .iter()
-            .filter(|f| !f.cached)
-            .map(|f| f.path.as_str())
-            .collect();
-        summary_with_timings(
-            &s,
-            &serde_json::json!({ "fetched_bytes": s.fetched_bytes, "fetched_files": fetched }),
-        )
+        Ok(())
+    }
+
+    fn merge(&self, ctx: &StageContext<'_>, _prepared: &Path, dirs: &[PathBuf]) -> Result<Value> {
+        run_download(ctx, dirs)
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod extract;
 pub(crate) mod fetch;
+pub mod shards;
 pub mod source;
 
 use std::path::{Path, PathBuf};
