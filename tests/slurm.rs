@@ -191,9 +191,9 @@ fn slurm_builds_the_same_bytes_as_the_local_executor() {
         let log = cluster.log(stage);
         assert!(log.contains("slurm: submitted job"), "{stage}: {log}");
     }
-    // The filter and pack split into three array tasks, merged on this
-    // host; the others run as one task.
-    for stage in ["clean", "tokenize"] {
+    // The filter, dedup and pack split into three array tasks, merged on
+    // this host; the others run as one task.
+    for stage in ["clean", "dedup", "tokenize"] {
         let log = cluster.log(stage);
         assert!(log.contains("(3 tasks)"), "{stage}: {log}");
         assert!(log.contains("merging 3 shards"), "{stage}: {log}");

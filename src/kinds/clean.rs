@@ -5,8 +5,9 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use cram_clean::dedup_shards::{merge_dedup_shards, prepare_dedup_shards, run_dedup_shard};
 use cram_clean::filter_shards::{merge_filter_shards, prepare_filter_shards, run_filter_shard};
-use cram_clean::{DedupParams, FilterParams};
+use cram_clean::{DedupParams, DedupSummary, FilterParams};
 use serde_json::{Value, json};
 
 use super::simple::{Simple, summary_with_timings};
@@ -121,7 +122,7 @@ pub static DEDUP: Simple<DedupParams> = Simple {
     output: Artifact::Documents,
     inputs: &[DOCUMENTS],
     run: run_dedup,
-    shards: None,
+    shards: Some(&DedupShards),
     params: PhantomData,
 };
 
@@ -131,18 +132,58 @@ fn run_dedup(ctx: &StageContext<'_>, p: &DedupParams) -> Result<Value> {
     // and read buffers must go back to the kernel, not stay with mimalloc.
     let _purge = cram_pretrain::alloc::ReturnFreedMemory::new();
     let s = cram_clean::run_dedup(p, &docs.dir, ctx.out_dir, ctx.progress)?;
-    summary_with_timings(
-        &s,
-        &json!({
-            "seconds_read": s.seconds_read,
-            "seconds_find": s.seconds_find,
-            "seconds_write": s.seconds_write,
-            "peak_rss_bytes": s.peak_rss_bytes,
-            "baseline_rss_bytes": s.baseline_rss_bytes,
-            "within_budget": s.within_budget,
-            "page_releases": s.page_releases,
-            "parts": s.parts,
-            "memory_estimate_bytes": s.memory_estimate_bytes,
-        }),
-    )
+    dedup_metrics(&s, None)
+}
+
+/// The manifest's metrics of a dedup run (`shards` where it ran in shards).
+fn dedup_metrics(s: &DedupSummary, shards: Option<usize>) -> Result<Value> {
+    let mut timings = json!({
+        "seconds_read": s.seconds_read,
+        "seconds_find": s.seconds_find,
+        "seconds_write": s.seconds_write,
+        "peak_rss_bytes": s.peak_rss_bytes,
+        "baseline_rss_bytes": s.baseline_rss_bytes,
+        "within_budget": s.within_budget,
+        "page_releases": s.page_releases,
+        "parts": s.parts,
+        "memory_estimate_bytes": s.memory_estimate_bytes,
+    });
+    if let Some(n) = shards {
+        timings["shards"] = n.into();
+    }
+    summary_with_timings(s, &timings)
+}
+
+/// `dedup` in shards: each builds the suffix arrays of a run of the parts;
+/// the merge scans them all and cuts (see `cram_clean::dedup_shards`).
+struct DedupShards;
+
+impl Shards for DedupShards {
+    fn prepare(&self, ctx: &StageContext<'_>, prepared: &Path) -> Result<()> {
+        let p: DedupParams = ctx.typed()?;
+        let docs = ctx.require_input(Artifact::Documents)?;
+        prepare_dedup_shards(&p, &docs.dir, prepared, ctx.progress)?;
+        Ok(())
+    }
+
+    fn run_shard(
+        &self,
+        ctx: &StageContext<'_>,
+        prepared: &Path,
+        shard: usize,
+        shards: usize,
+        dir: &Path,
+    ) -> Result<()> {
+        let p: DedupParams = ctx.typed()?;
+        let _purge = cram_pretrain::alloc::ReturnFreedMemory::new();
+        run_dedup_shard(&p, prepared, shard, shards, dir, ctx.progress)?;
+        Ok(())
+    }
+
+    fn merge(&self, ctx: &StageContext<'_>, prepared: &Path, dirs: &[PathBuf]) -> Result<Value> {
+        let p: DedupParams = ctx.typed()?;
+        let _purge = cram_pretrain::alloc::ReturnFreedMemory::new();
+        let s = merge_dedup_shards(&p, prepared, dirs, ctx.out_dir, ctx.progress)?;
+        dedup_metrics(&s, Some(dirs.len()))
+    }
 }

@@ -209,50 +209,61 @@ fn cut_document(corpus: &Corpus, duplicates: &Duplicates, doc: usize, min_chars:
     }
 }
 
-/// Runs the `dedup` stage: reads the documents in `documents_dir`, writes the
-/// deduplicated documents and `summary.json` into `out_dir`. Scratch files
-/// go to a temporary folder inside `out_dir`, removed before returning.
-pub fn run_dedup(
+/// Checks the parameters every path of the stage needs.
+pub(crate) fn check_params(params: &DedupParams) -> Result<(), DedupError> {
+    for (name, zero) in [
+        ("min_length", params.min_length == 0),
+        ("part_mb", params.part_mb == 0),
+        ("memory_mb", params.memory_mb == 0),
+    ] {
+        if zero {
+            return Err(DedupError::InvalidParams(format!(
+                "{name} must be at least 1"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The budget `memory_mb` gives.
+pub(crate) fn budget(params: &DedupParams) -> Budget {
+    Budget {
+        bytes: params.memory_mb.saturating_mul(1 << 20),
+    }
+}
+
+/// A scratch folder inside `dir`, removed when dropped or closed.
+pub(crate) fn scratch_dir(dir: &Path) -> Result<tempfile::TempDir, DedupError> {
+    tempfile::Builder::new()
+        .prefix(".dedup-scratch-")
+        .tempdir_in(dir)
+        .map_err(|source| DedupError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Reads the documents of `documents_dir` into a corpus: on the heap while
+/// the in-memory pass fits the budget, then in the file `file` (from the
+/// start when `always_file`).
+pub(crate) fn read_corpus(
     params: &DedupParams,
     documents_dir: &Path,
-    out_dir: &Path,
+    file: &Path,
+    always_file: bool,
     progress: &ProgressBar,
-) -> Result<DedupSummary, DedupError> {
-    if params.min_length == 0 {
-        return Err(DedupError::InvalidParams(
-            "min_length must be at least 1".into(),
-        ));
-    }
-    if params.part_mb == 0 {
-        return Err(DedupError::InvalidParams(
-            "part_mb must be at least 1".into(),
-        ));
-    }
-    if params.memory_mb == 0 {
-        return Err(DedupError::InvalidParams(
-            "memory_mb must be at least 1".into(),
-        ));
-    }
-    let baseline = resident_bytes();
-    let budget = Budget {
-        bytes: params.memory_mb.saturating_mul(1 << 20),
-    };
+) -> Result<Corpus, DedupError> {
     let threads = rayon::current_num_threads();
     let part_bytes = params.part_mb.saturating_mul(1 << 20);
-    let scratch = tempfile::Builder::new()
-        .prefix(".dedup-scratch-")
-        .tempdir_in(out_dir)
-        .map_err(|source| DedupError::Io {
-            path: out_dir.to_path_buf(),
-            source,
-        })?;
-
-    let t0 = std::time::Instant::now();
+    let budget = budget(params);
     progress.set_message("reading documents");
     let documents = cram_data::documents::count_documents(documents_dir)?;
     progress.set_length(documents);
     progress.set_position(0);
     let mut loader = Loader::Heap(Corpus::new());
+    if always_file {
+        loader = loader.spill(file)?;
+    }
     let shards = list_shards(documents_dir)?;
     for batch in StringColumnBatches::new(shards, TEXT_COLUMN, READ_BATCH) {
         let batch = batch?;
@@ -269,12 +280,32 @@ pub fn run_dedup(
             ) <= budget.bytes;
             if !fits {
                 progress.set_message("reading documents (to a scratch file: over memory_mb)");
-                loader = loader.spill(&scratch.path().join("corpus.txt"))?;
+                loader = loader.spill(file)?;
             }
         }
         progress.inc(batch.len() as u64);
     }
-    let corpus = loader.finish()?;
+    loader.finish()
+}
+
+/// Runs the `dedup` stage: reads the documents in `documents_dir`, writes the
+/// deduplicated documents and `summary.json` into `out_dir`. Scratch files
+/// go to a temporary folder inside `out_dir`, removed before returning.
+pub fn run_dedup(
+    params: &DedupParams,
+    documents_dir: &Path,
+    out_dir: &Path,
+    progress: &ProgressBar,
+) -> Result<DedupSummary, DedupError> {
+    check_params(params)?;
+    let baseline = resident_bytes();
+    let budget = budget(params);
+    let part_bytes = params.part_mb.saturating_mul(1 << 20);
+    let scratch = scratch_dir(out_dir)?;
+
+    let t0 = std::time::Instant::now();
+    let corpus_file = scratch.path().join("corpus.txt");
+    let corpus = read_corpus(params, documents_dir, &corpus_file, false, progress)?;
     let seconds_read = t0.elapsed().as_secs_f64();
 
     let t1 = std::time::Instant::now();
@@ -298,7 +329,47 @@ pub fn run_dedup(
         )?
     };
     let seconds_find = t1.elapsed().as_secs_f64();
+    let summary = write_deduplicated(
+        params,
+        &corpus,
+        duplicates,
+        out_dir,
+        progress,
+        RunFacts {
+            baseline_rss_bytes: baseline,
+            seconds_read,
+            seconds_find,
+        },
+    )?;
+    drop(corpus);
+    let scratch_path = scratch.path().to_path_buf();
+    scratch.close().map_err(|source| DedupError::Io {
+        path: scratch_path,
+        source,
+    })?;
+    Ok(summary)
+}
 
+/// What the summary records of the passes before the writing.
+pub(crate) struct RunFacts {
+    pub(crate) baseline_rss_bytes: Option<u64>,
+    pub(crate) seconds_read: f64,
+    pub(crate) seconds_find: f64,
+}
+
+/// Cuts the marked spans from every document of `corpus`, writes the
+/// documents and `summary.json` to `out_dir`, and returns the summary.
+pub(crate) fn write_deduplicated(
+    params: &DedupParams,
+    corpus: &Corpus,
+    duplicates: Duplicates,
+    out_dir: &Path,
+    progress: &ProgressBar,
+    facts: RunFacts,
+) -> Result<DedupSummary, DedupError> {
+    let budget = budget(params);
+    let threads = rayon::current_num_threads();
+    let part_bytes = params.part_mb.saturating_mul(1 << 20);
     let t2 = std::time::Instant::now();
     progress.set_message("cutting and writing");
     progress.set_length(corpus.documents() as u64);
@@ -308,11 +379,11 @@ pub fn run_dedup(
     // a quarter of the budget.
     let (residency, batch_bytes) = if corpus.is_mapped() {
         (
-            Residency::limited(&corpus, Some(duplicates.marks()), budget.bytes / 4, threads),
+            Residency::limited(corpus, Some(duplicates.marks()), budget.bytes / 4, threads),
             (budget.bytes / 16).max(1 << 20) as usize,
         )
     } else {
-        (Residency::unlimited(&corpus), usize::MAX)
+        (Residency::unlimited(corpus), usize::MAX)
     };
     let mut writer = DocumentWriter::create(out_dir)?;
     let (mut documents_changed, mut documents_dropped, mut duplicate_bytes, mut duplicate_spans) =
@@ -327,7 +398,7 @@ pub fn run_dedup(
         }
         let cuts: Vec<Cut> = (start..end)
             .into_par_iter()
-            .map(|d| cut_document(&corpus, &duplicates, d, params.min_chars))
+            .map(|d| cut_document(corpus, &duplicates, d, params.min_chars))
             .collect();
         for cut in cuts {
             documents_changed += u64::from(cut.spans > 0);
@@ -353,14 +424,8 @@ pub fn run_dedup(
     );
     let page_releases = duplicates.page_releases + residency.releases();
     let seconds_write = t2.elapsed().as_secs_f64();
-    let top_repeated = duplicates.top_windows(&corpus, params.report_top);
+    let top_repeated = duplicates.top_windows(corpus, params.report_top);
     drop(duplicates);
-    drop(corpus);
-    let scratch_path = scratch.path().to_path_buf();
-    scratch.close().map_err(|source| DedupError::Io {
-        path: scratch_path,
-        source,
-    })?;
 
     let memory = memory_estimate(
         bytes_in as usize,
@@ -390,11 +455,11 @@ pub fn run_dedup(
         } else {
             memory as f64 / bytes_in as f64
         },
-        baseline_rss_bytes: baseline,
+        baseline_rss_bytes: facts.baseline_rss_bytes,
         peak_rss_bytes: peak_rss_bytes(),
         page_releases,
-        seconds_read,
-        seconds_find,
+        seconds_read: facts.seconds_read,
+        seconds_find: facts.seconds_find,
         seconds_write,
         shards: written.shards,
     };

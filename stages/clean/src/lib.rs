@@ -13,6 +13,7 @@
 
 pub(crate) mod bits;
 pub mod dedup;
+pub mod dedup_shards;
 pub mod filter;
 pub mod filter_shards;
 pub mod normalize;

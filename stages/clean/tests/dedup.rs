@@ -9,10 +9,12 @@ use cram_clean::{
     Budget, Corpus, CorpusWriter, DedupParams, Keep, find_duplicates, find_duplicates_within,
     run_dedup,
 };
-use cram_data::documents::{DocumentWriter, read_documents};
 use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::{output_files, read_all, two_threads, word_docs, write_docs};
 
 /// Brute force: every window of every document in a hash map; covered ranges
 /// per document, relative to the document.
@@ -376,43 +378,6 @@ fn one_huge_document_split_into_parts() {
     }
 }
 
-/// About `bytes` of word salad in documents of up to 2 KB, a tenth of them
-/// carrying a copy of a passage of an earlier one (quick to make in bulk,
-/// unlike [`random_docs`]).
-fn word_docs(seed: u64, bytes: usize) -> Vec<String> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let words = [
-        "the", "a", "of", "cat", "sat", "on", "mat", "é", "naïve", "x",
-    ];
-    let mut docs: Vec<String> = Vec::new();
-    let mut total = 0;
-    while total < bytes {
-        let mut s = String::new();
-        let len = rng.random_range(0..2000);
-        while s.len() < len {
-            if !docs.is_empty() && rng.random_bool(0.01) {
-                let src = docs[rng.random_range(0..docs.len())].as_bytes();
-                let a = rng.random_range(0..src.len().max(1));
-                let b = (a + rng.random_range(20..200)).min(src.len());
-                s.push_str(&String::from_utf8_lossy(&src[a..b]));
-            } else {
-                s.push_str(words[rng.random_range(0..words.len())]);
-                s.push(' ');
-            }
-        }
-        total += s.len();
-        docs.push(s);
-    }
-    docs
-}
-
-fn two_threads() -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn within_a_budget_the_marks_are_those_of_the_in_memory_pass() {
     let docs = word_docs(23, 1_500_000);
@@ -519,35 +484,9 @@ fn the_stage_writes_the_same_bytes_in_memory_and_within_a_budget() {
             .unwrap();
         assert_eq!(summary.within_budget, memory_mb == 1);
         assert!(summary.duplicate_bytes > 0);
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
-        outputs.push(files);
+        outputs.push(output_files(&out));
     }
     let names: Vec<&String> = outputs[0].iter().map(|f| &f.0).collect();
     assert!(names.iter().any(|n| n.ends_with(".parquet")), "{names:?}");
     assert!(outputs[0] == outputs[1], "outputs differ: {names:?}");
-}
-
-fn write_docs(dir: &std::path::Path, docs: &[String]) {
-    let mut w = DocumentWriter::create(dir).unwrap();
-    for d in docs {
-        w.push(d).unwrap();
-    }
-    w.finish().unwrap();
-}
-
-fn read_all(dir: &std::path::Path) -> Vec<String> {
-    read_documents(dir)
-        .unwrap()
-        .flat_map(|b| b.unwrap())
-        .collect()
 }

@@ -2,23 +2,11 @@
 
 use cram_clean::filter::{TRASH_TOKENIZER_FILE, passes_trash_rule, train_trash_tokenizer};
 use cram_clean::{FilterError, FilterParams, FilterSummary, run_filter};
-use cram_data::documents::{DocumentWriter, read_documents};
+use cram_data::documents::DocumentWriter;
 use indicatif::ProgressBar;
 
-fn write_docs(dir: &std::path::Path, docs: &[String]) {
-    let mut w = DocumentWriter::create(dir).unwrap();
-    for d in docs {
-        w.push(d).unwrap();
-    }
-    w.finish().unwrap();
-}
-
-fn read_all(dir: &std::path::Path) -> Vec<String> {
-    read_documents(dir)
-        .unwrap()
-        .flat_map(|b| b.unwrap())
-        .collect()
-}
+mod common;
+use common::{output_files, read_all, write_docs};
 
 fn run(
     params: &FilterParams,
@@ -275,21 +263,7 @@ fn sharded_filter_merges_to_the_one_pass_output_byte_for_byte() {
             ..s.clone()
         };
         assert_eq!(timeless(&merged), timeless(&single), "{shards} shards");
-        let list = |d: &std::path::Path| {
-            let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
-                .unwrap()
-                .flatten()
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        std::fs::read(e.path()).unwrap(),
-                    )
-                })
-                .collect();
-            v.sort();
-            v
-        };
-        let (a, b) = (list(&one), list(&out));
+        let (a, b) = (output_files(&one), output_files(&out));
         assert_eq!(
             a.iter().map(|x| &x.0).collect::<Vec<_>>(),
             b.iter().map(|x| &x.0).collect::<Vec<_>>(),

@@ -114,6 +114,61 @@ impl Corpus {
         }
     }
 
+    /// Writes the document offsets to `path` (little-endian `u64`: every
+    /// document's start, then the total length), for [`Corpus::open`] in
+    /// another process.
+    pub fn save_offsets(&self, path: &Path) -> Result<(), SuffixError> {
+        let mut out = BufWriter::new(File::create(path).map_err(|e| scratch(path, e))?);
+        for &s in &self.starts {
+            out.write_all(&(s as u64).to_le_bytes())
+                .map_err(|e| scratch(path, e))?;
+        }
+        out.flush().map_err(|e| scratch(path, e))
+    }
+
+    /// Maps the text file `text` (a [`CorpusWriter`]'s) with the offsets
+    /// [`Corpus::save_offsets`] wrote; the file must be exactly as long as
+    /// the offsets say and never written again while mapped.
+    pub fn open(text: &Path, offsets: &Path) -> Result<Corpus, SuffixError> {
+        let bytes = std::fs::read(offsets).map_err(|e| scratch(offsets, e))?;
+        let damaged = |what: String| scratch(offsets, std::io::Error::other(what));
+        if bytes.len() < 8 || bytes.len() % 8 != 0 {
+            return Err(damaged(format!(
+                "{} bytes is not a list of document offsets",
+                bytes.len()
+            )));
+        }
+        let starts: Vec<usize> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
+            .collect();
+        if starts[0] != 0 || starts.windows(2).any(|w| w[0] > w[1]) {
+            return Err(damaged("the offsets are not ascending from 0".into()));
+        }
+        let file = File::open(text).map_err(|e| scratch(text, e))?;
+        let len = file.metadata().map_err(|e| scratch(text, e))?.len() as usize;
+        let total = *starts.last().expect("at least one offset");
+        if len != total {
+            return Err(scratch(
+                text,
+                std::io::Error::other(format!(
+                    "{len} bytes where the offsets say {total}: the corpus file is damaged"
+                )),
+            ));
+        }
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the file is a finished corpus in a scratch folder that
+            // nothing writes again (the caller's promise above).
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| scratch(text, e))?)
+        };
+        Ok(Corpus {
+            text: Text::Mapped(text.to_path_buf(), map),
+            starts,
+        })
+    }
+
     /// Whether `p` is the first byte of some document (binary search).
     pub(crate) fn is_document_start(&self, p: usize) -> bool {
         self.starts.binary_search(&p).is_ok()
