@@ -67,14 +67,13 @@ use crate::bits::AtomicBits;
 mod corpus;
 mod find;
 mod merge;
+mod parts;
 mod scan;
 mod windows;
 
 pub use corpus::{Corpus, CorpusWriter};
-pub use find::{
-    PartPlan, build_part_files, find_duplicates, find_duplicates_in_part_files,
-    find_duplicates_within, part_file_name, plan_parts,
-};
+pub use find::{find_duplicates, find_duplicates_within, part_file_name};
+pub use parts::{PartPlan, build_part_files, find_duplicates_in_part_files, plan_parts};
 
 /// Which copies of a repeated window are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -1,0 +1,175 @@
+//! The pass split over processes, for an executor that spreads the suffix
+//! arrays over machines: [`plan_parts`] cuts the parts once,
+//! [`build_part_files`] builds any run of them into files, anywhere, and
+//! [`find_duplicates_in_part_files`] merges every part's file. The parts
+//! are the same windows in the same order whichever process built them, and
+//! the marks do not depend on where the window starts were cut, so they are
+//! the one pass's.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::find::{Plan, merge_chunk, merge_sources, new_marks, part_ranges, write_part_file};
+use super::merge::Source;
+use super::{Budget, Corpus, Duplicates, Keep, SuffixError};
+use crate::residency::Residency;
+
+/// The parts of a pass split over processes, cut once by [`plan_parts`]
+/// and read by every process that builds or merges them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartPlan {
+    /// Window length.
+    pub min_length: usize,
+    /// The parts (byte ranges of the corpus that hold window starts).
+    pub parts: Vec<Range<usize>>,
+    /// Window starts in each part, to check the built files by.
+    pub window_starts: Vec<u64>,
+    /// Parts whose suffix arrays fit the budget at once.
+    pub concurrent: usize,
+    /// The budget the parts were sized to, in bytes.
+    pub budget_bytes: u64,
+}
+
+/// Cuts `corpus` into parts sized as [`find_duplicates_within`] would with
+/// `threads` threads under `budget`, for [`build_part_files`].
+pub fn plan_parts(
+    corpus: &Corpus,
+    min_length: usize,
+    budget: Budget,
+    threads: usize,
+) -> Result<PartPlan, SuffixError> {
+    let min_length = min_length.max(1);
+    let plan = Plan::within(corpus, min_length, budget, threads)?;
+    let parts = part_ranges(corpus, min_length, plan.part_bytes);
+    let window_starts = parts
+        .iter()
+        .map(|p| {
+            corpus
+                .window_starts_in(p.clone(), min_length)
+                .map(|r| r.len() as u64)
+                .sum()
+        })
+        .collect();
+    Ok(PartPlan {
+        min_length,
+        parts,
+        window_starts,
+        concurrent: threads.max(1),
+        budget_bytes: budget.bytes,
+    })
+}
+
+/// Builds the window-start files of parts `which` of `plan` into `dir`
+/// (`part-K.sa`, K the part's index in the plan), at most
+/// `plan.concurrent` suffix arrays at once so that a process with more
+/// threads than the planner stays within the plan's budget. Returns the
+/// files, in order.
+pub fn build_part_files(
+    corpus: &Corpus,
+    plan: &PartPlan,
+    which: Range<usize>,
+    dir: &Path,
+    progress: &ProgressBar,
+) -> Result<Vec<PathBuf>, SuffixError> {
+    let which = which.start.min(plan.parts.len())..which.end.min(plan.parts.len());
+    progress.set_length(which.len() as u64);
+    progress.set_position(0);
+    progress.set_message(format!("suffix arrays of {} parts", which.len()));
+    let threads = rayon::current_num_threads().max(1);
+    let residency = Residency::limited(corpus, None, plan.budget_bytes / 4, threads);
+    let mut files = Vec::with_capacity(which.len());
+    let indices: Vec<usize> = which.collect();
+    for batch in indices.chunks(plan.concurrent.max(1)) {
+        let built: Vec<PathBuf> = batch
+            .par_iter()
+            .map(|&k| {
+                let source = write_part_file(corpus, &plan.parts[k], k, plan.min_length, dir)?;
+                residency.check();
+                progress.inc(1);
+                Ok(match source {
+                    Source::File { path, .. } => path,
+                    Source::Memory { .. } => unreachable!("part files are files"),
+                })
+            })
+            .collect::<Result<_, SuffixError>>()?;
+        files.extend(built);
+    }
+    Ok(files)
+}
+
+/// The marks of the pass whose parts `plan` cut and whose window-start
+/// files (one per part, in order, from [`build_part_files`]) are `files`:
+/// the merge and scan of [`find_duplicates_within`], under `budget`, with
+/// the marks in `scratch`. A missing file, or one whose size is not its
+/// part's window starts, is an error.
+pub fn find_duplicates_in_part_files(
+    corpus: &Corpus,
+    plan: &PartPlan,
+    files: &[PathBuf],
+    keep: Keep,
+    budget: Budget,
+    scratch: &Path,
+    progress: &ProgressBar,
+) -> Result<Duplicates, SuffixError> {
+    let bad = |path: &Path, what: String| SuffixError::Scratch {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(what),
+    };
+    if files.len() != plan.parts.len() {
+        return Err(bad(
+            files.first().map(PathBuf::as_path).unwrap_or(scratch),
+            format!(
+                "{} part files for a plan of {} parts",
+                files.len(),
+                plan.parts.len()
+            ),
+        ));
+    }
+    let mut sources = Vec::with_capacity(files.len());
+    for (k, path) in files.iter().enumerate() {
+        let io = |source| SuffixError::Scratch {
+            path: path.clone(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len != 4 * plan.window_starts[k] {
+            return Err(bad(
+                path,
+                format!(
+                    "{len} bytes where part {k} has {} window starts ({} bytes): the file is damaged or from another plan",
+                    plan.window_starts[k],
+                    4 * plan.window_starts[k]
+                ),
+            ));
+        }
+        sources.push(Source::File {
+            path: path.clone(),
+            file,
+            base: plan.parts[k].start,
+            count: len / 4,
+        });
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = merge_chunk(corpus, budget, threads, sources.len())?;
+    let marked = new_marks(corpus, Some(budget), scratch)?;
+    let residency = Residency::limited(corpus, Some(&marked), budget.bytes / 4, threads);
+    let merged = merge_sources(
+        corpus,
+        &sources,
+        &marked,
+        &residency,
+        chunk,
+        plan.min_length,
+        keep,
+        true,
+        progress,
+    )?;
+    let page_releases = residency.releases();
+    Ok(merged.into_duplicates(marked, 0.0, page_releases))
+}
