@@ -3,14 +3,16 @@
 //! main cost, so they are what the shards build:
 //!
 //! * [`prepare_dedup_shards`], once: reads the documents into a corpus file
-//!   (`corpus.txt`, with `corpus.offsets`) and cuts the parts to
-//!   `memory_mb` with the submitting host's threads (`plan.json`).
+//!   (`corpus.txt`, with `corpus.offsets`) and cuts the parts (`plan.json`):
+//!   at most `part_mb`, smaller where `memory_mb` with the submitting
+//!   host's threads needs it.
 //! * [`run_dedup_shard`], anywhere: builds the window-start files of a
 //!   contiguous run of the parts (`part-K.sa`), at most as many suffix
 //!   arrays at once as the plan's budget holds.
 //! * [`merge_dedup_shards`], on the submitting host: the k-way merge and
-//!   scan over every part's file, then the cuts and the writing, all within
-//!   `memory_mb`.
+//!   scan over every part's file, then the cuts and the writing, with the
+//!   corpus on the heap where that fits `memory_mb` (as the one pass), else
+//!   mapped within it.
 //!
 //! The parts are the same windows whoever builds them, and the marks do not
 //! depend on how the window starts were cut into parts, so the merged
@@ -31,7 +33,8 @@ use crate::dedup::{
 };
 use crate::residency::resident_bytes;
 use crate::suffix::{
-    Corpus, PartPlan, build_part_files, find_duplicates_in_part_files, part_file_name, plan_parts,
+    Corpus, PartPlan, build_part_files, find_duplicates_in_part_files, merge_fits_in_memory,
+    part_file_name, plan_parts,
 };
 
 const CORPUS_FILE: &str = "corpus.txt";
@@ -67,6 +70,7 @@ pub fn prepare_dedup_shards(
     let plan = plan_parts(
         &corpus,
         params.min_length,
+        params.part_mb.saturating_mul(1 << 20),
         budget(params),
         rayon::current_num_threads(),
     )?;
@@ -140,7 +144,16 @@ pub fn merge_dedup_shards(
     progress: &ProgressBar,
 ) -> Result<DedupSummary, DedupError> {
     let baseline = resident_bytes();
-    let (corpus, record) = open_prepared(params, prepared)?;
+    let (mut corpus, record) = open_prepared(params, prepared)?;
+    if merge_fits_in_memory(
+        &corpus,
+        &record.plan,
+        budget(params),
+        rayon::current_num_threads(),
+    ) {
+        // As the one pass, which holds what fits on the heap.
+        corpus = Corpus::load(&prepared.join(CORPUS_FILE), &prepared.join(OFFSETS_FILE))?;
+    }
     let mut files = Vec::with_capacity(record.plan.parts.len());
     for (shard, dir) in dirs.iter().enumerate() {
         for k in shard_parts(&record.plan, shard, dirs.len()) {

@@ -57,23 +57,32 @@ fn sharded_dedup_merges_to_the_one_pass_output_byte_for_byte() {
         std::fs::create_dir(&one).unwrap();
         let single = run_dedup(&one_pass, &input, &one, &hidden).unwrap();
         assert!(!single.within_budget && single.duplicate_bytes > 0);
-        // A 1 MiB budget cuts the 1.5 MB corpus into a few dozen parts.
-        let params = DedupParams {
-            memory_mb: 1,
-            ..one_pass.clone()
-        };
-        for shards in [1, 4, 9] {
-            let root = dir.path().join(format!("sharded-{keep:?}-{shards}"));
+        // A 1 MiB budget cuts the 1.5 MB corpus into a few dozen parts and
+        // merges them mapped; 1 MiB parts under the default budget make two,
+        // merged with the corpus on the heap.
+        for (memory_mb, part_mb, shards) in [(1, 8, 1), (1, 8, 4), (1, 8, 9), (4096, 1, 2)] {
+            let params = DedupParams {
+                memory_mb,
+                part_mb,
+                ..one_pass.clone()
+            };
+            let root = dir
+                .path()
+                .join(format!("sharded-{keep:?}-{memory_mb}-{shards}"));
             let (prepared, dirs, built) =
                 two_threads().install(|| build_shards(&params, &input, &root, shards));
-            assert!(built > 2 * shards, "{built} parts in {shards} shards");
+            if memory_mb == 1 {
+                assert!(built > 2 * shards, "{built} parts in {shards} shards");
+            } else {
+                assert_eq!(built, 2);
+            }
             let out = root.join("out");
             std::fs::create_dir_all(&out).unwrap();
             let merged = two_threads()
                 .install(|| merge_dedup_shards(&params, &prepared, &dirs, &out, &hidden))
                 .unwrap();
             assert_eq!(merged.parts, built);
-            assert!(merged.within_budget);
+            assert_eq!(merged.within_budget, memory_mb == 1);
             assert_eq!(
                 hashed(&merged),
                 hashed(&single),

@@ -130,33 +130,8 @@ impl Corpus {
     /// [`Corpus::save_offsets`] wrote; the file must be exactly as long as
     /// the offsets say and never written again while mapped.
     pub fn open(text: &Path, offsets: &Path) -> Result<Corpus, SuffixError> {
-        let bytes = std::fs::read(offsets).map_err(|e| scratch(offsets, e))?;
-        let damaged = |what: String| scratch(offsets, std::io::Error::other(what));
-        if bytes.len() < 8 || bytes.len() % 8 != 0 {
-            return Err(damaged(format!(
-                "{} bytes is not a list of document offsets",
-                bytes.len()
-            )));
-        }
-        let starts: Vec<usize> = bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
-            .collect();
-        if starts[0] != 0 || starts.windows(2).any(|w| w[0] > w[1]) {
-            return Err(damaged("the offsets are not ascending from 0".into()));
-        }
-        let file = File::open(text).map_err(|e| scratch(text, e))?;
-        let len = file.metadata().map_err(|e| scratch(text, e))?.len() as usize;
-        let total = *starts.last().expect("at least one offset");
-        if len != total {
-            return Err(scratch(
-                text,
-                std::io::Error::other(format!(
-                    "{len} bytes where the offsets say {total}: the corpus file is damaged"
-                )),
-            ));
-        }
-        let map = if len == 0 {
+        let (file, starts) = open_checked(text, offsets)?;
+        let map = if *starts.last().expect("at least one offset") == 0 {
             None
         } else {
             // SAFETY: the file is a finished corpus in a scratch folder that
@@ -165,6 +140,17 @@ impl Corpus {
         };
         Ok(Corpus {
             text: Text::Mapped(text.to_path_buf(), map),
+            starts,
+        })
+    }
+
+    /// [`Corpus::open`], reading the text onto the heap instead.
+    pub fn load(text: &Path, offsets: &Path) -> Result<Corpus, SuffixError> {
+        let (mut file, starts) = open_checked(text, offsets)?;
+        let mut bytes = Vec::with_capacity(*starts.last().expect("at least one offset"));
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| scratch(text, e))?;
+        Ok(Corpus {
+            text: Text::Heap(bytes),
             starts,
         })
     }
@@ -288,4 +274,35 @@ fn scratch(path: &Path, source: std::io::Error) -> SuffixError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The text file and its document offsets, checked against each other.
+fn open_checked(text: &Path, offsets: &Path) -> Result<(File, Vec<usize>), SuffixError> {
+    let bytes = std::fs::read(offsets).map_err(|e| scratch(offsets, e))?;
+    let damaged = |what: String| scratch(offsets, std::io::Error::other(what));
+    if bytes.len() < 8 || bytes.len() % 8 != 0 {
+        return Err(damaged(format!(
+            "{} bytes is not a list of document offsets",
+            bytes.len()
+        )));
+    }
+    let starts: Vec<usize> = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
+        .collect();
+    if starts[0] != 0 || starts.windows(2).any(|w| w[0] > w[1]) {
+        return Err(damaged("the offsets are not ascending from 0".into()));
+    }
+    let file = File::open(text).map_err(|e| scratch(text, e))?;
+    let len = file.metadata().map_err(|e| scratch(text, e))?.len() as usize;
+    let total = *starts.last().expect("at least one offset");
+    if len != total {
+        return Err(scratch(
+            text,
+            std::io::Error::other(format!(
+                "{len} bytes where the offsets say {total}: the corpus file is damaged"
+            )),
+        ));
+    }
+    Ok((file, starts))
 }

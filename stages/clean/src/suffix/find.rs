@@ -26,7 +26,7 @@ use crate::residency::Residency;
 pub(super) struct Plan {
     pub(super) part_bytes: usize,
     /// Window starts per read of a part file (per part and thread).
-    chunk: usize,
+    pub(super) chunk: usize,
     /// `Some` under a budget: the marks go to a mapped file and the mapped
     /// pages in the resident set are capped at a quarter of the budget.
     budget: Option<Budget>,
@@ -58,7 +58,7 @@ fn too_small(
 }
 
 impl Plan {
-    fn in_memory(part_bytes: usize) -> Self {
+    pub(super) fn in_memory(part_bytes: usize) -> Self {
         Plan {
             part_bytes: part_bytes.clamp(1, MAX_PART_BYTES),
             chunk: MAX_CHUNK,

@@ -73,7 +73,9 @@ mod windows;
 
 pub use corpus::{Corpus, CorpusWriter};
 pub use find::{find_duplicates, find_duplicates_within, part_file_name};
-pub use parts::{PartPlan, build_part_files, find_duplicates_in_part_files, plan_parts};
+pub use parts::{
+    PartPlan, build_part_files, find_duplicates_in_part_files, merge_fits_in_memory, plan_parts,
+};
 
 /// Which copies of a repeated window are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

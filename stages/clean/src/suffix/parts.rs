@@ -35,17 +35,20 @@ pub struct PartPlan {
     pub budget_bytes: u64,
 }
 
-/// Cuts `corpus` into parts sized as [`find_duplicates_within`] would with
-/// `threads` threads under `budget`, for [`build_part_files`].
+/// Cuts `corpus` into parts of at most `max_part_bytes`, smaller where
+/// [`super::find_duplicates_within`] would cut them smaller with `threads`
+/// threads under `budget`, for [`build_part_files`].
 pub fn plan_parts(
     corpus: &Corpus,
     min_length: usize,
+    max_part_bytes: usize,
     budget: Budget,
     threads: usize,
 ) -> Result<PartPlan, SuffixError> {
     let min_length = min_length.max(1);
     let plan = Plan::within(corpus, min_length, budget, threads)?;
-    let parts = part_ranges(corpus, min_length, plan.part_bytes);
+    let part_bytes = plan.part_bytes.min(max_part_bytes.max(1));
+    let parts = part_ranges(corpus, min_length, part_bytes);
     let window_starts = parts
         .iter()
         .map(|p| {
@@ -102,10 +105,26 @@ pub fn build_part_files(
     Ok(files)
 }
 
+/// Whether the merge of `plan`'s parts with `threads` threads fits
+/// `budget` with the corpus on the heap: the text, the marks (1/8 byte per
+/// byte), the document offsets and the read buffers of every part and
+/// thread (the part files are read, never held).
+pub fn merge_fits_in_memory(
+    corpus: &Corpus,
+    plan: &PartPlan,
+    budget: Budget,
+    threads: usize,
+) -> bool {
+    let n = corpus.len() as u64;
+    let buffers = 4 * Plan::in_memory(1).chunk as u64 * plan.parts.len() as u64 * threads as u64;
+    n + n / 8 + 8 * (corpus.documents() as u64 + 1) + buffers <= budget.bytes
+}
+
 /// The marks of the pass whose parts `plan` cut and whose window-start
 /// files (one per part, in order, from [`build_part_files`]) are `files`:
-/// the merge and scan of [`find_duplicates_within`], under `budget`, with
-/// the marks in `scratch`. A missing file, or one whose size is not its
+/// the merge and scan of [`super::find_duplicates`] for a corpus on the heap, of
+/// [`super::find_duplicates_within`] under `budget` (marks in `scratch`) for a
+/// mapped one. A missing file, or one whose size is not its
 /// part's window starts, is an error.
 pub fn find_duplicates_in_part_files(
     corpus: &Corpus,
@@ -155,10 +174,23 @@ pub fn find_duplicates_in_part_files(
             count: len / 4,
         });
     }
+    // A corpus on the heap merges as the in-memory pass does; a mapped one
+    // within the budget.
     let threads = rayon::current_num_threads().max(1);
-    let chunk = merge_chunk(corpus, budget, threads, sources.len())?;
-    let marked = new_marks(corpus, Some(budget), scratch)?;
-    let residency = Residency::limited(corpus, Some(&marked), budget.bytes / 4, threads);
+    let mapped = corpus.is_mapped();
+    let (chunk, budget) = if mapped {
+        (
+            merge_chunk(corpus, budget, threads, sources.len())?,
+            Some(budget),
+        )
+    } else {
+        (Plan::in_memory(1).chunk, None)
+    };
+    let marked = new_marks(corpus, budget, scratch)?;
+    let residency = match budget {
+        Some(b) => Residency::limited(corpus, Some(&marked), b.bytes / 4, threads),
+        None => Residency::unlimited(corpus),
+    };
     let merged = merge_sources(
         corpus,
         &sources,
@@ -167,7 +199,7 @@ pub fn find_duplicates_in_part_files(
         chunk,
         plan.min_length,
         keep,
-        true,
+        mapped,
         progress,
     )?;
     let page_releases = residency.releases();
