@@ -243,6 +243,14 @@ pub(crate) fn scratch_dir(dir: &Path) -> Result<tempfile::TempDir, DedupError> {
         })
 }
 
+/// Removes a [`scratch_dir`], reporting a failure.
+pub(crate) fn close_scratch(scratch: tempfile::TempDir) -> Result<(), DedupError> {
+    let path = scratch.path().to_path_buf();
+    scratch
+        .close()
+        .map_err(|source| DedupError::Io { path, source })
+}
+
 /// Reads the documents of `documents_dir` into a corpus: on the heap while
 /// the in-memory pass fits the budget, then in the file `file` (from the
 /// start when `always_file`).
@@ -342,11 +350,7 @@ pub fn run_dedup(
         },
     )?;
     drop(corpus);
-    let scratch_path = scratch.path().to_path_buf();
-    scratch.close().map_err(|source| DedupError::Io {
-        path: scratch_path,
-        source,
-    })?;
+    close_scratch(scratch)?;
     Ok(summary)
 }
 

@@ -28,8 +28,8 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::{
-    DedupError, DedupParams, DedupSummary, RunFacts, budget, check_params, read_corpus,
-    scratch_dir, write_deduplicated,
+    DedupError, DedupParams, DedupSummary, RunFacts, budget, check_params, close_scratch,
+    read_corpus, scratch_dir, write_deduplicated,
 };
 use crate::residency::resident_bytes;
 use crate::suffix::{
@@ -184,10 +184,6 @@ pub fn merge_dedup_shards(
         },
     )?;
     drop(corpus);
-    let scratch_path = scratch.path().to_path_buf();
-    scratch.close().map_err(|source| DedupError::Io {
-        path: scratch_path,
-        source,
-    })?;
+    close_scratch(scratch)?;
     Ok(summary)
 }

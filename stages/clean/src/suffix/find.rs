@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 use libsais::SuffixArrayConstruction;
@@ -26,7 +26,7 @@ use crate::residency::Residency;
 pub(super) struct Plan {
     pub(super) part_bytes: usize,
     /// Window starts per read of a part file (per part and thread).
-    pub(super) chunk: usize,
+    chunk: usize,
     /// `Some` under a budget: the marks go to a mapped file and the mapped
     /// pages in the resident set are capped at a quarter of the budget.
     budget: Option<Budget>,
@@ -36,7 +36,7 @@ pub(super) struct Plan {
 const MIN_PART_BYTES: usize = 16 << 10;
 /// Window starts per read of a part file: most on the heap (64 KiB), fewest
 /// under a tight budget (1 KiB).
-const MAX_CHUNK: usize = 1 << 14;
+pub(super) const MAX_CHUNK: usize = 1 << 14;
 const MIN_CHUNK: usize = 1 << 8;
 
 /// The error for a budget too small for `corpus` with `threads` threads.
@@ -58,7 +58,7 @@ fn too_small(
 }
 
 impl Plan {
-    pub(super) fn in_memory(part_bytes: usize) -> Self {
+    fn in_memory(part_bytes: usize) -> Self {
         Plan {
             part_bytes: part_bytes.clamp(1, MAX_PART_BYTES),
             chunk: MAX_CHUNK,
@@ -236,7 +236,10 @@ fn find(
                     base: part.start,
                 }
             } else {
-                write_part_file(corpus, part, k, min_length, scratch)?
+                Source::open(
+                    write_part_file(corpus, part, k, min_length, scratch)?,
+                    part.start,
+                )?
             };
             residency.check();
             progress.inc(1);
@@ -246,17 +249,19 @@ fn find(
     let seconds_suffix_arrays = t0.elapsed().as_secs_f64();
 
     // 2. Split the window space between the threads, merge and scan.
-    let merged = merge_sources(
+    let merged = Merging {
         corpus,
-        &sources,
-        &marked,
-        &residency,
-        plan.chunk,
+        sources: &sources,
+        marked: &marked,
+        residency: &residency,
+        threads,
+        chunk: plan.chunk,
         min_length,
         keep,
-        plan.budget.is_some(),
+        from_file: plan.budget.is_some(),
         progress,
-    )?;
+    }
+    .merge_and_scan()?;
     let page_releases = residency.releases();
     Ok(merged.into_duplicates(marked, seconds_suffix_arrays, page_releases))
 }
@@ -321,14 +326,15 @@ pub fn part_file_name(k: usize) -> String {
 }
 
 /// Builds part `k`'s window starts in suffix order into
-/// `dir/part-K.sa` (little-endian `u32` offsets from the part's start).
+/// `dir/part-K.sa` (little-endian `u32` offsets from the part's start) and
+/// returns its path.
 pub(super) fn write_part_file(
     corpus: &Corpus,
     part: &Range<usize>,
     k: usize,
     min_length: usize,
     dir: &Path,
-) -> Result<Source, SuffixError> {
+) -> Result<PathBuf, SuffixError> {
     let (sa, _) = part_window_starts(corpus, part, k, min_length)?;
     let path = dir.join(part_file_name(k));
     let io = |source| SuffixError::Scratch {
@@ -340,15 +346,7 @@ pub(super) fn write_part_file(
         w.write_all(&(local as u32).to_le_bytes()).map_err(io)?;
     }
     w.flush().map_err(io)?;
-    let count = sa.len() as u64;
-    drop(sa);
-    let file = File::open(&path).map_err(io)?;
-    Ok(Source::File {
-        path,
-        file,
-        base: part.start,
-        count,
-    })
+    Ok(path)
 }
 
 /// What the merge and scan found, besides the marks.
@@ -382,76 +380,64 @@ impl Merged {
     }
 }
 
-/// Merges and scans the parts' window starts into `marked`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn merge_sources(
-    corpus: &Corpus,
-    sources: &[Source],
-    marked: &AtomicBits,
-    residency: &Residency<'_>,
-    chunk: usize,
-    min_length: usize,
-    keep: Keep,
-    from_file: bool,
-    progress: &ProgressBar,
-) -> Result<Merged, SuffixError> {
-    let threads = rayon::current_num_threads().max(1);
-    let t1 = std::time::Instant::now();
-    progress.set_message(format!(
-        "merging and scanning {} suffix arrays (window starts)",
-        sources.len()
-    ));
-    let window_starts = corpus.window_start_count(min_length);
-    progress.set_length(window_starts);
-    progress.set_position(0);
-    let merging = Merging {
-        corpus,
-        sources,
-        marked,
-        residency,
-        threads,
-        chunk,
-        min_length,
-        keep,
-        progress,
-    };
-    let scans = match (from_file, corpus.path()) {
-        (true, Some(path)) => merging.run(&FromFile::open(path, min_length)?)?,
-        _ => merging.run(&InMemory {
-            text: corpus.text(),
-            min_length,
-        })?,
-    };
-    let mut totals = ScanTotals::default();
-    for s in scans {
-        totals.duplicated_windows += s.duplicated_windows;
-        totals.groups += s.groups;
-        totals.top.extend(s.top);
-    }
-    Ok(Merged {
-        min_length,
-        parts: sources.len(),
-        window_starts,
-        totals,
-        seconds: t1.elapsed().as_secs_f64(),
-    })
-}
-
-/// What the merge and scan of every thread share, whichever [`Windows`]
-/// they read.
-struct Merging<'a> {
-    corpus: &'a Corpus,
-    sources: &'a [Source],
-    marked: &'a AtomicBits,
-    residency: &'a Residency<'a>,
-    threads: usize,
-    chunk: usize,
-    min_length: usize,
-    keep: Keep,
-    progress: &'a ProgressBar,
+/// The merge and scan of the parts' window starts into `marked`: what
+/// every thread shares, whichever [`Windows`] they read.
+pub(super) struct Merging<'a> {
+    pub(super) corpus: &'a Corpus,
+    pub(super) sources: &'a [Source],
+    pub(super) marked: &'a AtomicBits,
+    pub(super) residency: &'a Residency<'a>,
+    pub(super) threads: usize,
+    /// Window starts per read of a part file (per part and thread).
+    pub(super) chunk: usize,
+    pub(super) min_length: usize,
+    pub(super) keep: Keep,
+    /// Read the windows from the corpus's file (by `pread`) where it has
+    /// one, rather than through memory.
+    pub(super) from_file: bool,
+    pub(super) progress: &'a ProgressBar,
 }
 
 impl Merging<'_> {
+    /// Merges and scans every source.
+    pub(super) fn merge_and_scan(&self) -> Result<Merged, SuffixError> {
+        let Merging {
+            corpus,
+            sources,
+            min_length,
+            progress,
+            ..
+        } = *self;
+        let t1 = std::time::Instant::now();
+        progress.set_message(format!(
+            "merging and scanning {} suffix arrays (window starts)",
+            sources.len()
+        ));
+        let window_starts = corpus.window_start_count(min_length);
+        progress.set_length(window_starts);
+        progress.set_position(0);
+        let scans = match (self.from_file, corpus.path()) {
+            (true, Some(path)) => self.run(&FromFile::open(path, min_length)?)?,
+            _ => self.run(&InMemory {
+                text: corpus.text(),
+                min_length,
+            })?,
+        };
+        let mut totals = ScanTotals::default();
+        for s in scans {
+            totals.duplicated_windows += s.duplicated_windows;
+            totals.groups += s.groups;
+            totals.top.extend(s.top);
+        }
+        Ok(Merged {
+            min_length,
+            parts: sources.len(),
+            window_starts,
+            totals,
+            seconds: t1.elapsed().as_secs_f64(),
+        })
+    }
+
     /// Splits the window space between the threads at pivot windows, merges
     /// each range from every source and scans it.
     fn run<W: Windows>(&self, windows: &W) -> Result<Vec<ScanTotals>, SuffixError> {
@@ -465,6 +451,7 @@ impl Merging<'_> {
             min_length,
             keep,
             progress,
+            ..
         } = *self;
         let pivots = choose_pivots(sources, windows, threads)?;
         let mut cuts: Vec<Vec<u64>> = Vec::with_capacity(sources.len());

@@ -28,6 +28,26 @@ pub(super) enum Source {
 }
 
 impl Source {
+    /// The part file `path` (little-endian `u32` offsets from `base`).
+    pub(super) fn open(path: PathBuf, base: usize) -> Result<Source, SuffixError> {
+        let opened = File::open(&path).and_then(|file| Ok((file.metadata()?.len(), file)));
+        match opened {
+            Ok((len, _)) if len % 4 != 0 => Err(SuffixError::Scratch {
+                path,
+                source: std::io::Error::other(format!(
+                    "{len} bytes is not a whole number of window starts: the file is damaged"
+                )),
+            }),
+            Ok((len, file)) => Ok(Source::File {
+                path,
+                file,
+                base,
+                count: len / 4,
+            }),
+            Err(source) => Err(SuffixError::Scratch { path, source }),
+        }
+    }
+
     pub(super) fn len(&self) -> u64 {
         match self {
             Source::Memory { starts, .. } => starts.len() as u64,

@@ -6,7 +6,6 @@
 //! the marks do not depend on where the window starts were cut, so they are
 //! the one pass's.
 
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +13,7 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::find::{Plan, merge_chunk, merge_sources, new_marks, part_ranges, write_part_file};
+use super::find::{MAX_CHUNK, Merging, Plan, merge_chunk, new_marks, part_ranges, write_part_file};
 use super::merge::Source;
 use super::{Budget, Corpus, Duplicates, Keep, SuffixError};
 use crate::residency::Residency;
@@ -91,13 +90,10 @@ pub fn build_part_files(
         let built: Vec<PathBuf> = batch
             .par_iter()
             .map(|&k| {
-                let source = write_part_file(corpus, &plan.parts[k], k, plan.min_length, dir)?;
+                let path = write_part_file(corpus, &plan.parts[k], k, plan.min_length, dir)?;
                 residency.check();
                 progress.inc(1);
-                Ok(match source {
-                    Source::File { path, .. } => path,
-                    Source::Memory { .. } => unreachable!("part files are files"),
-                })
+                Ok(path)
             })
             .collect::<Result<_, SuffixError>>()?;
         files.extend(built);
@@ -116,7 +112,7 @@ pub fn merge_fits_in_memory(
     threads: usize,
 ) -> bool {
     let n = corpus.len() as u64;
-    let buffers = 4 * Plan::in_memory(1).chunk as u64 * plan.parts.len() as u64 * threads as u64;
+    let buffers = 4 * MAX_CHUNK as u64 * plan.parts.len() as u64 * threads as u64;
     n + n / 8 + 8 * (corpus.documents() as u64 + 1) + buffers <= budget.bytes
 }
 
@@ -151,28 +147,18 @@ pub fn find_duplicates_in_part_files(
     }
     let mut sources = Vec::with_capacity(files.len());
     for (k, path) in files.iter().enumerate() {
-        let io = |source| SuffixError::Scratch {
-            path: path.clone(),
-            source,
-        };
-        let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        if len != 4 * plan.window_starts[k] {
+        let source = Source::open(path.clone(), plan.parts[k].start)?;
+        if source.len() != plan.window_starts[k] {
             return Err(bad(
                 path,
                 format!(
-                    "{len} bytes where part {k} has {} window starts ({} bytes): the file is damaged or from another plan",
+                    "{} window starts where part {k} has {}: the file is damaged or from another plan",
+                    source.len(),
                     plan.window_starts[k],
-                    4 * plan.window_starts[k]
                 ),
             ));
         }
-        sources.push(Source::File {
-            path: path.clone(),
-            file,
-            base: plan.parts[k].start,
-            count: len / 4,
-        });
+        sources.push(source);
     }
     // A corpus on the heap merges as the in-memory pass does; a mapped one
     // within the budget.
@@ -184,24 +170,26 @@ pub fn find_duplicates_in_part_files(
             Some(budget),
         )
     } else {
-        (Plan::in_memory(1).chunk, None)
+        (MAX_CHUNK, None)
     };
     let marked = new_marks(corpus, budget, scratch)?;
     let residency = match budget {
         Some(b) => Residency::limited(corpus, Some(&marked), b.bytes / 4, threads),
         None => Residency::unlimited(corpus),
     };
-    let merged = merge_sources(
+    let merged = Merging {
         corpus,
-        &sources,
-        &marked,
-        &residency,
+        sources: &sources,
+        marked: &marked,
+        residency: &residency,
+        threads,
         chunk,
-        plan.min_length,
+        min_length: plan.min_length,
         keep,
-        mapped,
+        from_file: mapped,
         progress,
-    )?;
+    }
+    .merge_and_scan()?;
     let page_releases = residency.releases();
     Ok(merged.into_duplicates(marked, 0.0, page_releases))
 }

@@ -418,6 +418,20 @@ pub fn run_download(
     )
 }
 
+/// Refuses an identity resolved for another source than `params.source`.
+pub(crate) fn check_identity(
+    params: &DownloadParams,
+    identity: &SourceIdentity,
+) -> Result<(), DownloadError> {
+    if identity.source != params.source {
+        return Err(DownloadError::InvalidParams(format!(
+            "the resolved identity is for {:?}, not for source {:?}",
+            identity.source, params.source
+        )));
+    }
+    Ok(())
+}
+
 /// [`run_download`] with an explicit hub configuration.
 pub fn run_download_with(
     params: &DownloadParams,
@@ -427,12 +441,7 @@ pub fn run_download_with(
     progress: &indicatif::ProgressBar,
     hub: &HubConfig,
 ) -> Result<DownloadSummary, DownloadError> {
-    if identity.source != params.source {
-        return Err(DownloadError::InvalidParams(format!(
-            "the resolved identity is for {:?}, not for source {:?}",
-            identity.source, params.source
-        )));
-    }
+    check_identity(params, identity)?;
     if identity.files.is_empty() {
         return Err(DownloadError::NoMatch {
             source_string: params.source.clone(),

@@ -18,7 +18,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::fetch::{Http, Meter};
-use super::{DownloadError, DownloadParams, FileRecord, HubConfig, Origin, SourceIdentity, obtain};
+use super::{
+    DownloadError, DownloadParams, FileRecord, HubConfig, Origin, SourceIdentity, check_identity,
+    obtain,
+};
 
 /// What a shard fetched (`fetched.json` in its directory).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,12 +80,7 @@ pub fn fetch_download_shard(
     progress: &indicatif::ProgressBar,
     hub: &HubConfig,
 ) -> Result<FetchedShard, DownloadError> {
-    if identity.source != params.source {
-        return Err(DownloadError::InvalidParams(format!(
-            "the resolved identity is for {:?}, not for source {:?}",
-            identity.source, params.source
-        )));
-    }
+    check_identity(params, identity)?;
     let files = &identity.files[shard_files(identity, shard, shards)];
     let total: u64 = files.iter().map(|f| f.size.unwrap_or(0)).sum();
     let mut meter = Meter::new(progress, total);
