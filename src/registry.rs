@@ -184,6 +184,10 @@ pub struct StageContext<'a> {
     /// Set by `cram reproduce`: sub-units are rerun into this directory
     /// instead of being taken from (and stored in) the cache.
     pub rerun_units: Option<&'a Path>,
+    /// How many pieces of work the run may do at once (`-j`): a stage that
+    /// splits into independent units (GLUE tasks) runs at most this many
+    /// side by side. CPU threads come from the one rayon pool either way.
+    pub jobs: usize,
 }
 
 impl StageContext<'_> {

@@ -180,6 +180,7 @@ pub fn reproduce(
         log: &log,
         units: &units,
         rerun_units: Some(&units_dir),
+        jobs: crate::exec::default_jobs(),
     };
     ui.line(&format!(
         "  rerunning {stage_name} ({}) in {}",

@@ -266,6 +266,57 @@ fn glue_trials_add_cached_units_and_the_report_gives_the_median() {
 }
 
 #[test]
+fn glue_units_side_by_side_give_the_bytes_of_one_at_a_time() {
+    // Three fine-tunings (trials) of RTE: one at a time on one thread in one
+    // cache, three at once on two threads in another. Their keys, their
+    // predictions and the stage's output are the same bytes.
+    let hub = Hub::start();
+    let set = ["--set", "glue.trials=3", "--until", "glue"];
+    let serial = Project::new(&hub, PIPELINE);
+    let mut args = vec!["run", "p.toml", "-j", "1"];
+    args.extend(set);
+    serial.run_ok(&args, 1);
+    let parallel = Project::new(&hub, PIPELINE);
+    let mut args = vec!["run", "p.toml", "-j", "3"];
+    args.extend(set);
+    let out = parallel.run_ok(&args, 2);
+    let (a, b) = (serial.pins(), parallel.pins());
+    assert_eq!(a["glue"], b["glue"], "{}", text(&out));
+    let units = |p: &Project| -> Vec<(String, String)> {
+        let key = &p.pins()["glue"].1;
+        let m = read_json(
+            &p.dir
+                .path()
+                .join("cache/entries")
+                .join(key)
+                .join("manifest.json"),
+        );
+        m["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["name"].as_str().unwrap().to_string(),
+                    u["key"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (ua, ub) = (units(&serial), units(&parallel));
+    assert_eq!(ua.len(), 3);
+    assert_eq!(ua, ub, "units are listed in order with the same keys");
+    for (name, key) in &ua {
+        let file = |p: &Project| {
+            let dir = p.dir.path().join("cache/entries").join(key).join("out");
+            std::fs::read(dir.join("predictions.parquet"))
+                .unwrap_or_else(|e| panic!("{name}: {}: {e}", dir.display()))
+        };
+        assert_eq!(file(&serial), file(&parallel), "{name}: predictions differ");
+    }
+}
+
+#[test]
 fn diff_compares_two_runs_by_pipeline_lock_or_key() {
     let hub = Hub::start();
     let p = Project::new(&hub, PIPELINE);

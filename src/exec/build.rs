@@ -170,6 +170,7 @@ fn try_run_stage(job: &Job<'_>, opts: &RunOptions) -> Result<Outcome, StageError
         log: &log_path,
         units: &units,
         rerun_units: None,
+        jobs: opts.jobs.max(1),
     };
     bar.set_message("");
     let started_at = now_rfc3339();

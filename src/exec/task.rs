@@ -186,6 +186,7 @@ pub fn run_task(spec_path: &Path, index: usize) -> Result<()> {
         log: &log,
         units: &units,
         rerun_units: None,
+        jobs: crate::exec::default_jobs(),
     };
     let host = hostname();
     println!(

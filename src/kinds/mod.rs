@@ -7,6 +7,7 @@ use crate::registry::Kind;
 pub mod clean;
 pub mod command;
 pub mod data;
+pub mod glue;
 pub mod model;
 pub mod report;
 pub mod simple;
@@ -21,8 +22,8 @@ pub static ALL: &[&dyn Kind] = &[
     &tokens::TOKENIZER,
     &tokens::PACK,
     &model::Pretrain,
-    &model::SYNTHETIC_GLUE,
-    &model::Glue,
+    &glue::SYNTHETIC_GLUE,
+    &glue::Glue,
     &report::Report,
     &command::CommandKind,
 ];

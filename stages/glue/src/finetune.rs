@@ -9,20 +9,20 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use cram_model::{ClassLabels, ClassificationModel, ModelConfig};
+use cram_model::{ClassificationModel, ModelConfig};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Example, Label, SplitData, load_split};
+use crate::data::{Example, SplitData, load_split};
 use crate::encode::{GlueTokenizer, pad_batch};
 use crate::error::{GlueError, Result, io_err};
 use crate::metrics::{Predictions, score};
 use crate::params::{GlueParams, TaskHyperparameters};
+use crate::predict::{majority_predictor, predict};
 use crate::schedule::CosineSchedule;
+use crate::step::Trainer;
 use crate::task::GlueTask;
 
 /// File names of a checkpoint directory (the pretrain stage's output).
@@ -158,7 +158,6 @@ pub fn run_task(
     let model_path = checkpoint_dir.join(MODEL_FILE);
     let device = cram_model::select_device(&params.device)?;
     let precision = params.precision.resolve(&device)?;
-    device.seed(seed);
     let train_device = device.clone().autodiff();
     let (mut model, config) = ClassificationModel::from_mlm_checkpoint(
         &model_path,
@@ -190,21 +189,15 @@ pub fn run_task(
         .map(|d| tokenizer.encode(&d.examples).map(|e| e.ids))
         .collect::<Result<_>>()?;
 
-    // Schedule and optimizer (burn's AdamW: bias-corrected moments, ε added to the square root
-    // of the corrected second moment, decoupled decay `θ -= lr λ θ`, as PyTorch's AdamW).
+    // Schedule and optimizer (cram-train's AdamW, PyTorch's arithmetic: bias-corrected
+    // moments, ε added to the square root of the corrected second moment, decoupled decay).
     let batches_per_epoch = train.examples.len().div_ceil(h.batch_size);
     let total_steps = batches_per_epoch * h.epochs;
     let schedule = CosineSchedule::new(h.lr, h.warmup_fraction, total_steps);
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(h.beta1 as f32)
-        .with_beta_2(h.beta2 as f32)
-        .with_epsilon(h.eps as f32)
-        .with_weight_decay(h.weight_decay as f32)
-        .init();
+    let mut trainer = Trainer::new(&h, params.cpu_shards, seed, &train_device);
 
-    progress.set_length(total_steps as u64);
-    progress.set_position(0);
-    progress.reset_eta();
+    // Tasks side by side share the stage's bar: each adds its updates to its length.
+    progress.inc_length(total_steps as u64);
     let epochs_path = out_dir.join("epochs.jsonl");
     let mut epochs_file = std::fs::File::create(&epochs_path).map_err(io_err(&epochs_path))?;
     let mut step = 0usize;
@@ -221,16 +214,9 @@ pub fn run_task(
         let mut last_lr = 0.0;
         for rows in order.chunks(h.batch_size) {
             let batch = pad_batch(&train_ids, rows, tokenizer.pad_id());
-            let (ids, mask) = batch_tensors(&batch, &train_device);
-            let logits = model.forward(ids, Some(mask));
-            let labels = label_tensor(task, &train.examples, rows, &train_device);
-            let loss = ClassificationModel::loss(logits, labels);
-            let value = loss
-                .clone()
-                .into_data()
-                .iter::<f32>()
-                .next()
-                .unwrap_or(f32::NAN) as f64;
+            last_lr = schedule.lr(step);
+            let (next, value) = trainer.step(model, task, &batch, rows, &train.examples, last_lr);
+            model = next;
             if !value.is_finite() {
                 return Err(GlueError::Training {
                     task: task.name().into(),
@@ -241,9 +227,6 @@ pub fn run_task(
             }
             loss_sum += value * rows.len() as f64;
             loss_count += rows.len();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            last_lr = schedule.lr(step);
-            model = optim.step(last_lr, model, grads);
             step += 1;
             progress.inc(1);
         }
@@ -411,160 +394,6 @@ fn check_compatible(
         )));
     }
     Ok(())
-}
-
-fn batch_tensors(
-    batch: &crate::encode::HostBatch,
-    device: &Device,
-) -> (Tensor<2, Int>, Tensor<2, Int>) {
-    let shape = [batch.batch, batch.seq];
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(batch.ids.clone(), shape), device);
-    let mask = Tensor::<2, Int>::from_data(TensorData::new(batch.mask.clone(), shape), device);
-    (ids, mask)
-}
-
-fn label_tensor(
-    task: GlueTask,
-    examples: &[Example],
-    rows: &[usize],
-    device: &Device,
-) -> ClassLabels {
-    let n = rows.len();
-    if task.is_regression() {
-        let v: Vec<f32> = rows
-            .iter()
-            .map(|&r| examples[r].label.as_f64() as f32)
-            .collect();
-        ClassLabels::Scores(Tensor::<1>::from_data(TensorData::new(v, [n]), device))
-    } else {
-        let v: Vec<i64> = rows
-            .iter()
-            .map(|&r| examples[r].label.as_f64() as i64)
-            .collect();
-        ClassLabels::Classes(Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device))
-    }
-}
-
-/// The model's logits for every encoded example, in input order. Batches are formed over
-/// the examples sorted by length (less padding); the padding mask makes the result
-/// independent of the batch composition up to floating-point rounding.
-pub fn logits(
-    model: &ClassificationModel,
-    encoded: &[Vec<u32>],
-    pad_id: u32,
-    batch_size: usize,
-    device: &Device,
-) -> Vec<Vec<f32>> {
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| (encoded[i].len(), i));
-    let mut out = vec![Vec::new(); encoded.len()];
-    for rows in order.chunks(batch_size.max(1)) {
-        let batch = pad_batch(encoded, rows, pad_id);
-        let (ids, mask) = batch_tensors(&batch, device);
-        let logits = model.forward(ids, Some(mask));
-        let [b, c] = logits.dims();
-        let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
-        debug_assert_eq!(values.len(), b * c);
-        for (k, &r) in rows.iter().enumerate() {
-            out[r] = values[k * c..(k + 1) * c].to_vec();
-        }
-    }
-    out
-}
-
-/// Class ids (argmax, first maximum on ties) or STS-B scores of the model on `examples`.
-#[allow(clippy::too_many_arguments)]
-pub fn predict(
-    model: &ClassificationModel,
-    task: GlueTask,
-    encoded: &[Vec<u32>],
-    pad_id: u32,
-    batch_size: usize,
-    device: &Device,
-    examples: &[Example],
-) -> Predictions {
-    let rows = logits(model, encoded, pad_id, batch_size, device);
-    if task.is_regression() {
-        Predictions::Scores {
-            predicted: rows.iter().map(|r| r[0] as f64).collect(),
-            gold: examples.iter().map(|e| e.label.as_f64()).collect(),
-        }
-    } else {
-        Predictions::Classes {
-            predicted: rows
-                .iter()
-                .map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                            if v > best.1 { (i, v) } else { best }
-                        })
-                        .0
-                })
-                .collect(),
-            gold: examples
-                .iter()
-                .map(|e| match e.label {
-                    Label::Class(c) => c,
-                    Label::Score(s) => s as usize,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// The majority-class predictor fitted on a training split.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Majority {
-    /// Always this class (the most frequent; the lowest id on ties).
-    Class(usize),
-    /// Always this score (the training mean).
-    Score(f64),
-}
-
-/// Fits the majority-class (or mean-score) predictor on `train`.
-pub fn majority_predictor(task: GlueTask, train: &[Example]) -> Majority {
-    if task.is_regression() {
-        let mean = train.iter().map(|e| e.label.as_f64()).sum::<f64>() / train.len().max(1) as f64;
-        return Majority::Score(mean);
-    }
-    let mut counts = vec![0usize; task.num_labels()];
-    for e in train {
-        if let Label::Class(c) = e.label {
-            counts[c] += 1;
-        }
-    }
-    let best = counts
-        .iter()
-        .enumerate()
-        .fold(
-            (0, 0),
-            |best, (i, &n)| if n > best.1 { (i, n) } else { best },
-        )
-        .0;
-    Majority::Class(best)
-}
-
-impl Majority {
-    /// Its predictions on `examples`.
-    pub fn predict(&self, examples: &[Example]) -> Predictions {
-        match *self {
-            Majority::Class(c) => Predictions::Classes {
-                predicted: vec![c; examples.len()],
-                gold: examples
-                    .iter()
-                    .map(|e| match e.label {
-                        Label::Class(c) => c,
-                        Label::Score(s) => s as usize,
-                    })
-                    .collect(),
-            },
-            Majority::Score(s) => Predictions::Scores {
-                predicted: vec![s; examples.len()],
-                gold: examples.iter().map(|e| e.label.as_f64()).collect(),
-            },
-        }
-    }
 }
 
 fn write_predictions(path: &Path, examples: &[Example], preds: &Predictions) -> Result<()> {

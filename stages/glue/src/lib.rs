@@ -9,21 +9,28 @@
 //!   `<data_dir>/<config>/<split>-00000-of-00001.parquet`).
 //! * [`data`]: reading splits in the hub schema.
 //! * [`metrics`]: accuracy, F1, Matthews, Pearson, Spearman, computed exactly.
-//! * [`run_task`]: fine-tunes one task (the engine caches tasks one by one); [`aggregate`]
-//!   gathers the task results into the GLUE averages.
+//! * [`run_task`]: fine-tunes one task (the engine caches tasks one by one) with cram-train's
+//!   kit (row shards on the CPU cores, the fused AdamW) and dropout masks seeded per update, so
+//!   tasks may train side by side; [`aggregate`] gathers the task results into the GLUE
+//!   averages.
+//! * [`bench`]: the fine-tuning step's throughput on synthetic batches (`cargo bench`).
+//! * [`predict`]: logits and predictions without autodiff, and the majority baseline.
 //! * [`write_synthetic_glue`]: small, clearly learnable tasks in the hub schema for the offline
 //!   sanity recipe.
 
 #![warn(missing_docs)]
 
 pub mod aggregate;
+pub mod bench;
 pub mod data;
 pub mod encode;
 pub mod error;
 pub mod finetune;
 pub mod metrics;
 pub mod params;
+pub mod predict;
 pub mod schedule;
+mod step;
 pub mod synthetic;
 pub mod task;
 
@@ -35,7 +42,7 @@ pub use synthetic::{SyntheticGlueParams, SyntheticGlueSummary, write_synthetic_g
 pub use task::{GlueTask, task_files};
 
 /// Bumped whenever a change to the code changes the bytes the `glue` kind writes.
-pub const CODE_VERSION: u32 = 3;
+pub const CODE_VERSION: u32 = 5;
 
 /// Bumped whenever a change to the code changes the bytes [`write_synthetic_glue`] writes.
 pub const SYNTHETIC_CODE_VERSION: u32 = 1;

@@ -45,6 +45,16 @@ pub struct GlueParams {
     pub max_dev_examples: Option<usize>,
     /// Batch size of evaluation (no gradients; only speed and memory depend on it).
     pub eval_batch_size: usize,
+    /// Row shards per training batch on the CPU backend: each is a forward and backward pass
+    /// of its own, spread over rayon's threads, and their gradients are added in shard order.
+    /// The layout is this number, not the thread count, so the same run gives the same bytes on
+    /// 1 or 64 cores (at most one shard per row; GPUs run a batch whole). Dropout masks are the
+    /// same whatever the layout; only the float sums of the gradients follow it.
+    pub cpu_shards: usize,
+    /// At most this many tasks (trials included) fine-tune at once; `None`: as many as `-j`
+    /// allows. Each holds its own model, optimizer state and activations, so this bounds the
+    /// memory of large models. Results do not depend on it (it is not part of a task's key).
+    pub parallel_tasks: Option<usize>,
     /// Fine-tunings per task, with seeds `seed`, `seed + 1`, …, each cached on its own; the
     /// summary and the report give the median (and the min and max) of each metric, as the
     /// reference's model card reports GLUE over 5 trials. Adding trials keeps the ones done.
@@ -80,6 +90,8 @@ impl Default for GlueParams {
             max_train_examples: None,
             max_dev_examples: None,
             eval_batch_size: 128,
+            cpu_shards: DEFAULT_CPU_SHARDS,
+            parallel_tasks: None,
             trials: 1,
             device: "auto".to_string(),
             precision: cram_model::PrecisionSpec::Auto,
@@ -88,6 +100,9 @@ impl Default for GlueParams {
         }
     }
 }
+
+/// Default of [`GlueParams::cpu_shards`]: enough shards to keep 8 cores busy (as pretraining).
+pub const DEFAULT_CPU_SHARDS: usize = 8;
 
 /// Hyperparameters one task may override (each flagged as outside the rules).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -152,6 +167,12 @@ impl GlueParams {
         }
         if self.trials == 0 {
             return bad("`trials` must be at least 1".into());
+        }
+        if self.cpu_shards == 0 {
+            return bad("`cpu_shards` must be at least 1".into());
+        }
+        if self.parallel_tasks == Some(0) {
+            return bad("`parallel_tasks` must be at least 1 when set".into());
         }
         for key in self.overrides.keys() {
             let task = GlueTask::parse(key)?;

@@ -8,8 +8,8 @@ use arrow::array::{Array, AsArray, Int32Array, Int64Array, RecordBatch, StringAr
 use arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema};
 use cram_glue::data::{Label, load_split};
 use cram_glue::encode::GlueTokenizer;
-use cram_glue::finetune::predict;
 use cram_glue::metrics::Predictions;
+use cram_glue::predict::predict;
 use cram_glue::synthetic::synthetic_vocabulary;
 use cram_glue::{
     GlueParams, GlueTask, SyntheticGlueParams, TaskSummary, aggregate, run_task,

@@ -9,6 +9,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::attention::AttentionKernel;
 use crate::checkpoint;
 use crate::config::ModelConfig;
+use crate::dropout::{self, DropoutStream, site};
 use crate::encoder::{Dense, Encoder, NamedParam};
 use crate::error::ModelError;
 use crate::init::{ParamSource, RandomInit};
@@ -100,12 +101,29 @@ impl ClassificationModel {
         input_ids: Tensor<2, Int>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> Tensor<2> {
-        let [b, s] = input_ids.dims();
-        let hidden = self.encoder.forward(input_ids, attention_mask);
+        self.forward_with(input_ids, attention_mask, None)
+    }
+
+    /// [`ClassificationModel::forward`] with dropout masks from `stream` (see
+    /// [`crate::dropout`]; `None`: the backend's random stream). Training passes that may run
+    /// at the same time as others (shards of a batch, tasks side by side) give one.
+    pub fn forward_with(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+        stream: Option<DropoutStream>,
+    ) -> Tensor<2> {
+        let [b, _] = input_ids.dims();
+        let hidden = self.encoder.forward_with(input_ids, attention_mask, stream);
         let [_, _, h] = hidden.dims();
-        let _ = s;
         let first = hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]);
-        let pooled = self.dropout.forward(self.pooler.forward(first).tanh());
+        let pooled = dropout::apply(
+            &self.dropout,
+            self.pooler.forward(first).tanh(),
+            stream,
+            site::POOLER,
+            b,
+        );
         self.head.forward(pooled)
     }
 

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 pub use crate::activation::{gelu_closed_form, softmax_closed_form};
 use crate::attention::{AttentionKernel, fused_attention};
 use crate::config::{FfnActivation, ModelConfig, NormScheme, PositionEmbedding};
+use crate::dropout::{self, DropoutStream, site};
 use crate::error::ModelError;
 use crate::init::{Init, ParamSource};
 use crate::names;
@@ -277,6 +278,11 @@ impl Embeddings {
 
     /// `ids [B, S] -> [B, S, H]`.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_with(ids, None)
+    }
+
+    /// [`Embeddings::forward`] with dropout masks from `stream` (see [`crate::dropout`]).
+    pub fn forward_with(&self, ids: Tensor<2, Int>, stream: Option<DropoutStream>) -> Tensor<3> {
         let [b, s] = ids.dims();
         let word_w = self.word.val();
         let [_, h] = word_w.dims();
@@ -301,8 +307,13 @@ impl Embeddings {
             let row = tt.val().slice([0..1, 0..h]).unsqueeze::<3>();
             x = x + row;
         }
-        let _ = b;
-        self.dropout.forward(self.norm.forward(x))
+        dropout::apply(
+            &self.dropout,
+            self.norm.forward(x),
+            stream,
+            site::EMBEDDING,
+            b,
+        )
     }
 
     pub(crate) fn visit(&self, f: &mut dyn FnMut(String, NamedParam<'_>)) {
@@ -341,13 +352,14 @@ pub struct Attention {
 
 impl Attention {
     /// `x [B*S, H]` (already normalised) -> `[B*S, H]`; `bias` is the additive key mask
-    /// `[B, 1, 1, S]`.
+    /// `[B, 1, 1, S]`; the probabilities' dropout masks come from `stream` as site `site`.
     pub fn forward(
         &self,
         x: Tensor<2>,
-        batch: usize,
-        seq: usize,
+        (batch, seq): (usize, usize),
         bias: Option<&Tensor<4>>,
+        stream: Option<DropoutStream>,
+        site: u64,
     ) -> Tensor<2> {
         let [n, h] = x.dims();
         let nh = self.num_heads;
@@ -374,7 +386,13 @@ impl Attention {
         if let Some(bias) = bias {
             scores = scores + bias.clone();
         }
-        let probs = self.dropout.forward(softmax_closed_form(scores));
+        let probs = dropout::apply(
+            &self.dropout,
+            softmax_closed_form(scores),
+            stream,
+            site,
+            batch,
+        );
         let ctx = self
             .precision
             .matmul(probs, v)
@@ -458,26 +476,33 @@ impl Layer {
         })
     }
 
-    /// `x [B*S, H] -> [B*S, H]`.
+    /// `x [B*S, H] -> [B*S, H]`, as layer `index` of the encoder (which names its dropout
+    /// sites in `stream`).
     pub fn forward(
         &self,
         x: Tensor<2>,
-        batch: usize,
-        seq: usize,
+        dims: (usize, usize),
         bias: Option<&Tensor<4>>,
+        stream: Option<DropoutStream>,
+        index: usize,
     ) -> Tensor<2> {
+        let batch = dims.0;
+        let drop = |t: Tensor<2>, s: u64| dropout::apply(&self.dropout, t, stream, s, batch);
+        let attn_site = site::attention(index);
         if self.pre_norm {
             let a = self
                 .attn
-                .forward(self.norm1.forward(x.clone()), batch, seq, bias);
-            let x = x + self.dropout.forward(a);
+                .forward(self.norm1.forward(x.clone()), dims, bias, stream, attn_site);
+            let x = x + drop(a, site::attention_residual(index));
             let f = self.ffn.forward(self.norm2.forward(x.clone()));
-            x + self.dropout.forward(f)
+            x + drop(f, site::ffn_residual(index))
         } else {
-            let a = self.attn.forward(x.clone(), batch, seq, bias);
-            let x = self.norm1.forward(x + self.dropout.forward(a));
+            let a = self.attn.forward(x.clone(), dims, bias, stream, attn_site);
+            let x = self
+                .norm1
+                .forward(x + drop(a, site::attention_residual(index)));
             let f = self.ffn.forward(x.clone());
-            self.norm2.forward(x + self.dropout.forward(f))
+            self.norm2.forward(x + drop(f, site::ffn_residual(index)))
         }
     }
 
@@ -539,13 +564,24 @@ impl Encoder {
     /// `ids [B, S]` (and an optional attention mask `[B, S]`, 1 = keep) -> hidden states
     /// `[B*S, H]`, row `b*S + s`.
     pub fn forward_flat(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Tensor<2> {
+        self.forward_flat_with(ids, mask, None)
+    }
+
+    /// [`Encoder::forward_flat`] with dropout masks from `stream` (see [`crate::dropout`];
+    /// `None`: the backend's random stream).
+    pub fn forward_flat_with(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2, Int>>,
+        stream: Option<DropoutStream>,
+    ) -> Tensor<2> {
         let [b, s] = ids.dims();
-        let x = self.embedding.forward(ids);
+        let x = self.embedding.forward_with(ids, stream);
         let [_, _, h] = x.dims();
         let bias = mask.map(Self::mask_bias);
         let mut x = x.reshape([b * s, h]);
-        for layer in &self.layers {
-            x = layer.forward(x, b, s, bias.as_ref());
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, (b, s), bias.as_ref(), stream, i);
         }
         match &self.final_norm {
             Some(norm) => norm.forward(x),
@@ -555,8 +591,18 @@ impl Encoder {
 
     /// `ids [B, S]` -> hidden states `[B, S, H]`.
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Int>>) -> Tensor<3> {
+        self.forward_with(ids, mask, None)
+    }
+
+    /// [`Encoder::forward`] with dropout masks from `stream`.
+    pub fn forward_with(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2, Int>>,
+        stream: Option<DropoutStream>,
+    ) -> Tensor<3> {
         let [b, s] = ids.dims();
-        let x = self.forward_flat(ids, mask);
+        let x = self.forward_flat_with(ids, mask, stream);
         let [_, h] = x.dims();
         x.reshape([b, s, h])
     }

@@ -19,6 +19,7 @@
 //! * [`checkpoint`] — save/load in the contract naming, `config.json`;
 //! * [`names`] — the one table of tensor names;
 //! * [`device`] — [`select_device`];
+//! * [`dropout`] — [`DropoutStream`], dropout masks keyed by seed, site and batch row;
 //! * [`precision`] — [`Precision`] (bf16 matrix products).
 
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod checkpoint;
 pub mod classification;
 pub mod config;
 pub mod device;
+pub mod dropout;
 pub mod encoder;
 pub mod error;
 pub mod hf_export;
@@ -51,6 +53,7 @@ pub use device::{
     SOFTWARE_VULKAN_ENV, is_host, is_software_vulkan, select_device, select_device_with,
     vulkan_model_test_device, vulkan_test_device,
 };
+pub use dropout::DropoutStream;
 pub use encoder::{Encoder, NamedParam};
 pub use error::ModelError;
 pub use hf_export::{HfExportInfo, HfExported, export_hugging_face};

@@ -42,7 +42,8 @@
 
 #![warn(missing_docs)]
 
-pub mod alloc;
+/// Allocator tuning for CPU training (it lives in the shared kit, `cram-train`).
+pub use cram_train::alloc;
 pub mod bench;
 pub mod checkpoint;
 pub mod collator;

@@ -348,6 +348,7 @@ impl ResolvedPretrain {
             betas: (self.betas[0], self.betas[1]),
             eps: self.eps,
             weight_decay: self.weight_decay,
+            decay: cram_train::Decay::ByName,
             grad_clip: (self.grad_clip > 0.0).then_some(self.grad_clip),
         }
     }

@@ -35,10 +35,21 @@ pub struct AdamWConfig {
     pub betas: (f64, f64),
     /// Added to the bias-corrected `sqrt(v)` (outside the square root).
     pub eps: f64,
-    /// Decoupled weight decay, applied to parameters for which `decays(name)` holds.
+    /// Decoupled weight decay, applied to the parameters [`AdamWConfig::decay`] names.
     pub weight_decay: f64,
+    /// Which parameters weight decay applies to.
+    pub decay: Decay,
     /// Global L2 norm the gradients are clipped to (`None`: no clipping).
     pub grad_clip: Option<f64>,
+}
+
+/// Which parameters [`AdamWConfig::weight_decay`] applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decay {
+    /// Every one but biases and norms ([`decays`]), as the reference pretrains.
+    ByName,
+    /// Every parameter, as a single-group `torch.optim.AdamW` (the reference's fine-tuning).
+    All,
 }
 
 impl Default for AdamWConfig {
@@ -48,6 +59,7 @@ impl Default for AdamWConfig {
             betas: (0.9, 0.98),
             eps: 1e-12,
             weight_decay: 0.01,
+            decay: Decay::ByName,
             grad_clip: Some(0.5),
         }
     }
@@ -367,6 +379,7 @@ impl AdamW {
             b2,
             eps: self.config.eps,
             weight_decay: self.config.weight_decay,
+            decay: self.config.decay,
             bc1: 1.0 - b1.powi(t),
             bc2: 1.0 - b2.powi(t),
         };
@@ -571,6 +584,7 @@ struct StepConsts {
     b2: f64,
     eps: f64,
     weight_decay: f64,
+    decay: Decay,
     /// `1 - beta1^t`.
     bc1: f64,
     /// `1 - beta2^t`.
@@ -580,7 +594,11 @@ struct StepConsts {
 impl StepConsts {
     /// The factor the parameter is multiplied by before the update (decoupled weight decay).
     fn decay_factor(&self, name: &str) -> f64 {
-        if self.weight_decay != 0.0 && decays(name) {
+        let applies = match self.decay {
+            Decay::All => true,
+            Decay::ByName => decays(name),
+        };
+        if self.weight_decay != 0.0 && applies {
             1.0 - self.lr * self.weight_decay
         } else {
             1.0
