@@ -282,7 +282,7 @@ fn run_units(
     } else {
         std::thread::scope(|scope| {
             for _ in 0..width {
-                scope.spawn(&worker);
+                scope.spawn(worker);
             }
         });
     }
