@@ -1,10 +1,11 @@
 //! The training kit of cram's training stages, shared by `pretrain` and `glue`:
 //!
 //! * [`optim`]: AdamW with PyTorch's arithmetic, weight decay by contract name (or on every
-//!   parameter), optional global-norm clipping and gradient accumulation over micro-batches or
-//!   shards. On the CPU backend gradients are summed, and the update is applied, in fused
-//!   parallel passes over host memory (burn's element-wise CPU kernels run on one core, a pass
-//!   per op); on a GPU both are tensor ops.
+//!   parameter) and optional global-norm clipping.
+//! * [`grads`]: gradient accumulation over micro-batches or shards. On the CPU backend
+//!   gradients are summed, and the update is applied, in fused parallel passes over host memory
+//!   (burn's element-wise CPU kernels run on one core, a pass per op); on a GPU both are tensor
+//!   ops.
 //! * [`shards`]: a batch split into row shards that train at once on replicas of the model.
 //! * [`alloc`]: mimalloc kept from handing freed memory back between steps.
 //!
@@ -13,6 +14,7 @@
 
 pub mod alloc;
 pub mod error;
+pub mod grads;
 pub mod optim;
 pub mod shards;
 
