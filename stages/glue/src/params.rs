@@ -49,7 +49,8 @@ pub struct GlueParams {
     /// of its own, spread over rayon's threads, and their gradients are added in shard order.
     /// The layout is this number, not the thread count, so the same run gives the same bytes on
     /// 1 or 64 cores (at most one shard per row; GPUs run a batch whole). Dropout masks are the
-    /// same whatever the layout; only the float sums of the gradients follow it.
+    /// same whatever the layout; only the float sums of the gradients follow it. The default
+    /// (2) suits a batch of 16: the run's other tasks fill the other cores side by side.
     pub cpu_shards: usize,
     /// At most this many tasks (trials included) fine-tune at once; `None`: as many as `-j`
     /// allows. Each holds its own model, optimizer state and activations, so this bounds the
@@ -101,8 +102,14 @@ impl Default for GlueParams {
     }
 }
 
-/// Default of [`GlueParams::cpu_shards`]: enough shards to keep 8 cores busy (as pretraining).
-pub const DEFAULT_CPU_SHARDS: usize = 8;
+/// Default of [`GlueParams::cpu_shards`]: two shards of 8 rows for `GLUE_sane`'s batch of 16.
+///
+/// Pretraining's micro-batches of 32–128 rows take 8 shards; a fine-tuning batch of 16 split
+/// 8 ways leaves 2 rows a shard, whose many small kernels, graphs and gradient copies cost
+/// more than the cores they fill (on 2 cores 8 shards ran at 0.64x the speed of 2, 4 shards at
+/// 0.86x; `cargo bench -p cram-glue --bench glue_step`, docs/performance.md). The other cores
+/// go to the run's other tasks and trials, which fine-tune side by side within `-j`.
+pub const DEFAULT_CPU_SHARDS: usize = 2;
 
 /// Hyperparameters one task may override (each flagged as outside the rules).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
