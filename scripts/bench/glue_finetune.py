@@ -73,9 +73,11 @@ def load(glue_dir, task, split, limit=None):
 
 
 def encode(tok, texts):
-    """Token ids of each example with the tokenizer's BERT template and truncation (set in main)."""
+    """Token ids of each example with the tokenizer's BERT template and truncation (set in main),
+    and how many examples were cut (cram's `train_truncated` counts the same way)."""
     inputs = [t[0] if len(t) == 1 else (t[0], t[1]) for t in texts]
-    return [e.ids for e in tok.encode_batch(inputs)]
+    encodings = tok.encode_batch(inputs)
+    return [e.ids for e in encodings], sum(1 for e in encodings if e.overflowing)
 
 
 def pad(seqs, pad_id):
@@ -117,8 +119,8 @@ def run_task(task, a, tok, ids):
     pad_id = ids[2]
     texts, labels = load(a.glue_dir, task, "train", a.max_train_examples)
     dev_texts, dev_labels = load(a.glue_dir, task, "validation")
-    train = encode(tok, texts)
-    dev = encode(tok, dev_texts)
+    train, truncated = encode(tok, texts)
+    dev, _ = encode(tok, dev_texts)
     torch.manual_seed(a.seed)
     cfg = dict(ARCHS[a.arch])
     model = Classifier(**cfg, labels=labels_n)
@@ -162,6 +164,7 @@ def run_task(task, a, tok, ids):
     return {
         "task": task,
         "train_examples": len(train),
+        "train_truncated": truncated,
         "epochs": a.epochs,
         "updates": total,
         "train_seconds": train_s,
