@@ -96,31 +96,33 @@ fn glue_finetune_script_does_the_stages_work() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench/glue_finetune.py");
     let glue_dir = common::mirror().join("datasets/nyu-mll/glue/resolve/main");
     let json = p.dir.path().join("torch.json");
-    // Runs the script as `python3 SCRIPT ARGS` would.
-    let run = "import runpy, sys; sys.argv = sys.argv[1:]; \
-               runpy.run_path(sys.argv[0], run_name='__main__')";
-    let Some(_) = python(
-        "torch, tokenizers, pyarrow",
-        run,
-        &[
+    // Runs the script as `python3 SCRIPT ARGS` would, on one task for one
+    // epoch; its JSON (`None`: Python with torch is missing, a skip).
+    let torch_run = |task: &str, extra: &[&str]| -> Option<serde_json::Value> {
+        let run = "import runpy, sys; sys.argv = sys.argv[1:]; \
+                   runpy.run_path(sys.argv[0], run_name='__main__')";
+        let mut args = vec![
             script.to_str().unwrap(),
             "--glue-dir",
             glue_dir.to_str().unwrap(),
             "--tokenizer",
             tokenizer.to_str().unwrap(),
             "--tasks",
-            "rte",
+            task,
             "--epochs",
             "1",
             "--threads",
             "2",
             "--json",
             json.to_str().unwrap(),
-        ],
-    ) else {
+        ];
+        args.extend(extra);
+        python("torch, tokenizers, pyarrow", run, &args)?;
+        Some(read_json(&json))
+    };
+    let Some(torch) = torch_run("rte", &[]) else {
         return;
     };
-    let torch = read_json(&json);
     let rte = &torch["tasks"][0];
     let cram = unit_summary(&p, "rte", "rte");
     assert_eq!(rte["task"], "rte");
@@ -137,28 +139,7 @@ fn glue_finetune_script_does_the_stages_work() {
     );
 
     // STS-B, a subset: the regression head and loss run, over as many updates.
-    python(
-        "torch",
-        run,
-        &[
-            script.to_str().unwrap(),
-            "--glue-dir",
-            glue_dir.to_str().unwrap(),
-            "--tokenizer",
-            tokenizer.to_str().unwrap(),
-            "--tasks",
-            "stsb",
-            "--epochs",
-            "1",
-            "--max-train-examples",
-            "48",
-            "--threads",
-            "2",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-    );
-    let torch = read_json(&json);
+    let torch = torch_run("stsb", &["--max-train-examples", "48"]).expect("python ran before");
     let stsb = &torch["tasks"][0];
     let cram = unit_summary(&p, "stsb", "stsb");
     assert_eq!(stsb["train_examples"].as_u64(), Some(48));
