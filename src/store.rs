@@ -16,6 +16,8 @@
 //! logs/                         logs of failed runs
 //! quarantine/                   entries `cram verify` found damaged
 //! store.lock                    shared by runs, exclusive for `cram gc`
+//! cubecl/                       the GPU backends' autotune results for this
+//!                               machine's cards (cram_model::tuning)
 //! ```
 //!
 //! An entry is built in `tmp/` and renamed to `entries/<key>` only once its

@@ -1,9 +1,9 @@
 //! Equivalence with the PyTorch reference on `../shared/vectors/tiny*.safetensors`.
 //!
 //! Every check runs on the CPU backend at [`TOL`] and, in builds with the `vulkan` feature, on
-//! a hardware Vulkan device at [`GPU_TOL`]: the GPU code path (kernels compiled to SPIR-V,
-//! device-side reductions in their own order) is held to the same reference. (Not on Mesa's
-//! lavapipe: see `cram_model::LAVAPIPE_MATMUL_CRASH`.)
+//! a Vulkan device at [`GPU_TOL`] (SwiftShader in CI, `VK_DRIVER_FILES`): the GPU code path
+//! (cubecl's kernels compiled to SPIR-V, with burn's kernel fusion and autotuning, device-side
+//! reductions in their own order) is held to the same reference.
 
 mod common;
 
@@ -227,36 +227,35 @@ fn check_classification(device: &Device, tol: f32) {
     );
 }
 
-/// The same checks on a hardware Vulkan device (`cram_model::vulkan_model_test_device`: not on
-/// lavapipe, whose compiler crashes on the matmul kernel).
+/// The same checks on a Vulkan device (`cram_model::vulkan_test_device`).
 #[cfg(feature = "vulkan")]
 mod vulkan {
     use super::*;
 
     #[test]
     fn forward_matches_on_vulkan() {
-        if let Some(device) = cram_model::vulkan_model_test_device() {
+        if let Some(device) = cram_model::vulkan_test_device() {
             check_forward(&device, GPU_TOL);
         }
     }
 
     #[test]
     fn sparse_logits_and_loss_match_on_vulkan() {
-        if let Some(device) = cram_model::vulkan_model_test_device() {
+        if let Some(device) = cram_model::vulkan_test_device() {
             check_sparse_loss(&device, GPU_TOL);
         }
     }
 
     #[test]
     fn gradients_match_on_vulkan() {
-        if let Some(device) = cram_model::vulkan_model_test_device() {
+        if let Some(device) = cram_model::vulkan_test_device() {
             check_gradients(&device, GPU_TOL);
         }
     }
 
     #[test]
     fn classification_matches_on_vulkan() {
-        if let Some(device) = cram_model::vulkan_model_test_device() {
+        if let Some(device) = cram_model::vulkan_test_device() {
             check_classification(&device, GPU_TOL);
         }
     }

@@ -46,12 +46,12 @@ fn first_step_matches_pytorch() {
     first_step(&Device::flex(), GradAccumulator::on_device(), 1e-5);
 }
 
-/// On a hardware Vulkan device the forward and backward passes, the gradient sums and the
+/// On a Vulkan device the forward and backward passes, the gradient sums and the
 /// update all run on the device, taking the tensor path because it is not host memory.
 #[cfg(feature = "vulkan")]
 #[test]
 fn first_step_matches_pytorch_on_vulkan() {
-    if let Some(device) = cram_model::vulkan_model_test_device() {
+    if let Some(device) = cram_model::vulkan_test_device() {
         assert!(
             !cram_model::is_host(&device),
             "a Vulkan device is not host memory"
@@ -60,9 +60,8 @@ fn first_step_matches_pytorch_on_vulkan() {
     }
 }
 
-/// The optimizer's device path on any Vulkan device, lavapipe included (which cannot run the
-/// model's matmul, see `cram_model::LAVAPIPE_MATMUL_CRASH`): the reference gradients come from
-/// the CPU, and the clipping, the moments and the update are tensor ops on the device. Its
+/// The optimizer's device path alone on a Vulkan device: the reference gradients come from the
+/// CPU, and the clipping, the moments and the update are tensor ops on the device. Its
 /// moments then round-trip through the optimizer file, device to host to device.
 #[cfg(feature = "vulkan")]
 #[test]
@@ -191,7 +190,7 @@ fn state_round_trips_through_a_file() {
 #[cfg(feature = "vulkan")]
 #[test]
 fn state_round_trips_through_a_file_on_vulkan() {
-    if let Some(device) = cram_model::vulkan_model_test_device() {
+    if let Some(device) = cram_model::vulkan_test_device() {
         state_round_trip(&device, 1e-6);
     }
 }
