@@ -253,12 +253,19 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
     },
-    /// Measure the pretraining step's throughput on synthetic tokens: tokens/s,
-    /// MFU and peak memory (the GPU benchmark, scripts/gpu-bench.sh, runs it).
+    /// Measure the pretraining step on synthetic tokens: tokens/s, MFU, peak memory and the
+    /// step's anatomy (kernel launches, transfers, waits, device memory, FLOPs), with and
+    /// without kernel fusion on a GPU (the GPU benchmark, scripts/gpu-bench.sh, runs it).
     Bench {
         /// Architecture preset (crammed-bert, bert-base, tiny, ...).
         #[arg(long, default_value = "crammed-bert")]
         arch: String,
+        /// Tokens per sequence instead of the preset's (its positions must cover them).
+        #[arg(long)]
+        seq_len: Option<usize>,
+        /// Vocabulary size instead of the preset's.
+        #[arg(long)]
+        vocab_size: Option<usize>,
         /// Sequences per step.
         #[arg(long, default_value_t = 128)]
         micro_batch: usize,
@@ -268,12 +275,16 @@ pub enum Command {
         /// Untimed steps first (kernel compilation, autotuning).
         #[arg(long, default_value_t = 3)]
         warmup: usize,
-        /// Device: auto, cpu, cuda:N or vulkan:N.
+        /// Device: auto, gpu, cpu, cuda:N or vulkan:N.
         #[arg(long, default_value = "auto")]
         device: String,
         /// Precisions to measure, comma-separated (fp32, bf16).
         #[arg(long, default_value = "fp32,bf16", value_delimiter = ',')]
         precision: Vec<String>,
+        /// On a GPU: measure with burn's kernel fusion, without it (the process must run with
+        /// BURN_FUSION_MAX_EXPLORATIONS=0), or both (without in a child process).
+        #[arg(long, value_enum, default_value = "both")]
+        fusion: crate::bench::FusionMode,
         /// The device's dense bf16 peak in TFLOP/s for MFU (default: from the
         /// card's name where known, e.g. 989 for an H100 or H200).
         #[arg(long, value_name = "TFLOPS")]

@@ -59,6 +59,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Verbosity::Normal
     };
     let cache = cache_dir(cli.cache.as_deref());
+    // Before any GPU kernel: cubecl's autotune results live beside the cache.
+    cram_model::tuning::keep_tuning_in(&cram_model::tuning::tuning_dir(&cache));
     match cli.command {
         Command::Run(args) => {
             crate::run_command::run(args, &cache, cli.remote.as_deref(), verbosity)
@@ -193,17 +195,23 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench {
             arch,
+            seq_len,
+            vocab_size,
             micro_batch,
             steps,
             warmup,
             device,
             precision,
+            fusion,
             peak_tflops,
             card,
             json,
         } => {
             crate::bench::run(&crate::bench::BenchArgs {
                 arch,
+                seq_len,
+                vocab_size,
+                fusion,
                 micro_batch,
                 steps,
                 warmup,

@@ -263,6 +263,12 @@ pub trait Kind: Send + Sync {
     fn runs_alone(&self) -> bool {
         false
     }
+    /// Checks, before anything of the run starts, what the stage will need of this machine
+    /// (a pretraining that asks for a GPU, say), so that a run does not fail hours in, after
+    /// its preprocessing. Called by `cram run` for the stages it will build here.
+    fn preflight(&self, _params: &Params) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Runs the stage; returns the metrics stored in the manifest.
     fn run(&self, ctx: &StageContext<'_>) -> anyhow::Result<Value>;
     /// How the stage splits into shards for an executor that spreads them

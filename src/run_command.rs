@@ -15,6 +15,35 @@ use crate::plan::{self, State};
 use crate::store::Store;
 use crate::ui::{Ui, Verbosity};
 
+/// Runs each stale stage's [`Kind::preflight`](crate::registry::Kind::preflight), naming the
+/// stage whose check fails.
+fn preflight(
+    pipeline: &crate::pipeline::Pipeline,
+    store: &Store,
+    forced: &HashSet<String>,
+    until: Option<&str>,
+) -> Result<()> {
+    let lock = LockFile::read(&pipeline.meta.lock_file)?;
+    let only = until.map(|u| pipeline.with_ancestors(u));
+    for st in plan::status(pipeline, store, &lock, forced, only.as_deref()) {
+        if !matches!(st.state, State::Stale { .. }) {
+            continue;
+        }
+        let Some(stage) = pipeline.stage(&st.name) else {
+            continue;
+        };
+        stage.kind.preflight(&stage.params).map_err(|e| {
+            anyhow::anyhow!(
+                "stage `{}` cannot run on this machine: {e:#} ({} [stages.{}])",
+                st.name,
+                pipeline.meta.file.display(),
+                st.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs `cram run` with `cache` and the global `--remote`.
 pub fn run(
     run: RunArgs,
@@ -82,6 +111,12 @@ pub fn run(
     } else {
         None
     };
+    // Stages this machine will build must find what they need on it (a GPU) before any
+    // stage starts. Stages a shared cache may hand over, or a Slurm node will build, check
+    // where they run instead.
+    if executor.is_none() && remote.is_none() {
+        preflight(&pipeline, &store, &forced, until.as_deref())?;
+    }
     let opts = RunOptions {
         until,
         force: forced,

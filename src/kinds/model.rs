@@ -55,6 +55,23 @@ impl Kind for Pretrain {
             resolved: to_json(&resolved),
         })
     }
+    fn preflight(&self, params: &Params) -> Result<()> {
+        // Only `gpu` is checked here: `auto` may take the CPU (and says so when it starts), and
+        // an explicit device is checked when the stage opens it.
+        let p: PretrainParams = serde_json::from_value(params.raw.clone())?;
+        let specs = if p.devices.is_empty() {
+            vec![p.device]
+        } else {
+            p.devices
+        };
+        for spec in specs
+            .iter()
+            .filter(|s| s.trim().eq_ignore_ascii_case("gpu"))
+        {
+            cram_model::choose_device(spec)?;
+        }
+        Ok(())
+    }
     fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
         let p: PretrainParams = ctx.typed()?;
         let seqs = ctx.require_input(Artifact::Sequences)?;

@@ -116,7 +116,7 @@ pub fn run_glue_step_bench(bench: &GlueStepBench, device: &Device) -> Result<Glu
                 label: Label::Class((step + r) % bench.num_labels),
             })
             .collect();
-        let batch = pad_batch(&encoded, &rows, config.pad_token_id as u32);
+        let batch = pad_batch(&encoded, &rows, config.pad_token_id as u32, 1);
         if step == bench.warmup {
             start = Instant::now();
         }

@@ -155,14 +155,32 @@ pub struct HostBatch {
     pub seq: usize,
 }
 
-/// Pads the sequences `rows` (indices into `encoded`) to the longest of them.
-pub fn pad_batch(encoded: &[Vec<u32>], rows: &[usize], pad_id: u32) -> HostBatch {
-    let seq = rows
+/// How far a batch's columns are rounded up on a GPU: every distinct shape is a kernel to
+/// compile and a matrix product to autotune, so batches padded to the longest row alone would
+/// make a new shape at almost every step; multiples of 16 make at most 8 below 128 (and suit
+/// tensor cores). On the CPU backend, whose kernels take any shape as it comes, batches are
+/// padded to their longest row only.
+pub const DEVICE_PAD_MULTIPLE: usize = 16;
+
+/// The column rounding for batches on `device` (see [`DEVICE_PAD_MULTIPLE`]).
+pub fn pad_multiple(device: &burn::tensor::Device) -> usize {
+    if cram_model::is_host(device) {
+        1
+    } else {
+        DEVICE_PAD_MULTIPLE
+    }
+}
+
+/// Pads the sequences `rows` (indices into `encoded`) to the longest of them, rounded up to a
+/// multiple of `multiple` (the padding is masked: the result changes only by rounding).
+pub fn pad_batch(encoded: &[Vec<u32>], rows: &[usize], pad_id: u32, multiple: usize) -> HostBatch {
+    let longest = rows
         .iter()
         .map(|&r| encoded[r].len())
         .max()
         .unwrap_or(0)
         .max(1);
+    let seq = longest.div_ceil(multiple.max(1)) * multiple.max(1);
     let mut ids = vec![pad_id as i64; rows.len() * seq];
     let mut mask = vec![0i64; rows.len() * seq];
     for (i, &r) in rows.iter().enumerate() {
@@ -186,9 +204,13 @@ mod tests {
     #[test]
     fn pads_to_the_longest_row() {
         let encoded = vec![vec![2, 7, 3], vec![2, 8, 9, 10, 3], vec![2, 3]];
-        let b = pad_batch(&encoded, &[2, 0], 0);
+        let b = pad_batch(&encoded, &[2, 0], 0, 1);
         assert_eq!((b.batch, b.seq), (2, 3));
         assert_eq!(b.ids, [2, 3, 0, 2, 7, 3]);
         assert_eq!(b.mask, [1, 1, 0, 1, 1, 1]);
+        let b = pad_batch(&encoded, &[2, 0], 0, 4);
+        assert_eq!((b.batch, b.seq), (2, 4), "rounded up to a multiple of 4");
+        assert_eq!(b.ids, [2, 3, 0, 0, 2, 7, 3, 0]);
+        assert_eq!(b.mask, [1, 1, 0, 0, 1, 1, 1, 0]);
     }
 }

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Example, SplitData, load_split};
-use crate::encode::{GlueTokenizer, pad_batch};
+use crate::encode::{GlueTokenizer, pad_batch, pad_multiple};
 use crate::error::{GlueError, Result, io_err};
 use crate::metrics::{Predictions, score};
 use crate::params::{GlueParams, TaskHyperparameters};
@@ -213,7 +213,7 @@ pub fn run_task(
         let mut loss_count = 0usize;
         let mut last_lr = 0.0;
         for rows in order.chunks(h.batch_size) {
-            let batch = pad_batch(&train_ids, rows, tokenizer.pad_id());
+            let batch = pad_batch(&train_ids, rows, tokenizer.pad_id(), pad_multiple(&device));
             last_lr = schedule.lr(step);
             let (next, value) = trainer.step(model, task, &batch, rows, &train.examples, last_lr);
             model = next;

@@ -60,7 +60,8 @@ pub struct GlueParams {
     /// summary and the report give the median (and the min and max) of each metric, as the
     /// reference's model card reports GLUE over 5 trials. Adding trials keeps the ones done.
     pub trials: usize,
-    /// Device: `auto` (a compiled-in GPU if present, else CPU), `cpu`, `cuda:N`, `vulkan:N`.
+    /// Device: `auto` (a compiled-in GPU if present, else CPU), `gpu` (a GPU or an error),
+    /// `cpu`, `cuda:N`, `vulkan:N`.
     pub device: String,
     /// Precision of the matrix products: `auto` (fp32 on the CPU, bf16 on a GPU that has it),
     /// `fp32` or `bf16`; weights and optimizer state stay fp32.

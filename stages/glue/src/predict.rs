@@ -15,8 +15,8 @@ pub(crate) fn batch_tensors(
     device: &Device,
 ) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let shape = [batch.batch, batch.seq];
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(batch.ids.clone(), shape), device);
-    let mask = Tensor::<2, Int>::from_data(TensorData::new(batch.mask.clone(), shape), device);
+    let ids = cram_model::traffic::upload(TensorData::new(batch.ids.clone(), shape), device);
+    let mask = cram_model::traffic::upload(TensorData::new(batch.mask.clone(), shape), device);
     (ids, mask)
 }
 
@@ -33,13 +33,13 @@ pub(crate) fn label_tensor(
             .iter()
             .map(|&r| examples[r].label.as_f64() as f32)
             .collect();
-        ClassLabels::Scores(Tensor::<1>::from_data(TensorData::new(v, [n]), device))
+        ClassLabels::Scores(cram_model::traffic::upload(TensorData::new(v, [n]), device))
     } else {
         let v: Vec<i64> = rows
             .iter()
             .map(|&r| examples[r].label.as_f64() as i64)
             .collect();
-        ClassLabels::Classes(Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device))
+        ClassLabels::Classes(cram_model::traffic::upload(TensorData::new(v, [n]), device))
     }
 }
 
@@ -57,11 +57,11 @@ pub fn logits(
     order.sort_by_key(|&i| (encoded[i].len(), i));
     let mut out = vec![Vec::new(); encoded.len()];
     for rows in order.chunks(batch_size.max(1)) {
-        let batch = pad_batch(encoded, rows, pad_id);
+        let batch = pad_batch(encoded, rows, pad_id, crate::encode::pad_multiple(device));
         let (ids, mask) = batch_tensors(&batch, device);
         let logits = model.forward(ids, Some(mask));
         let [b, c] = logits.dims();
-        let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
+        let values: Vec<f32> = cram_model::traffic::read(logits).iter::<f32>().collect();
         debug_assert_eq!(values.len(), b * c);
         for (k, &r) in rows.iter().enumerate() {
             out[r] = values[k * c..(k + 1) * c].to_vec();

@@ -5,7 +5,7 @@
 //! number, so they depend on neither the shard layout nor the threads: two tasks trained side
 //! by side draw what each would draw alone.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, TensorData};
 use cram_model::{ClassificationModel, DropoutStream};
 use cram_train::{AdamW, AdamWConfig, Decay, GradAccumulator, row_ranges, run_shards, shard_count};
 
@@ -72,8 +72,8 @@ impl Trainer {
             let ids = TensorData::new(batch.ids[cells.clone()].to_vec(), shape);
             let mask = TensorData::new(batch.mask[cells].to_vec(), shape);
             let logits = shard.forward_with(
-                Tensor::<2, Int>::from_data(ids, device),
-                Some(Tensor::<2, Int>::from_data(mask, device)),
+                cram_model::traffic::upload(ids, device),
+                Some(cram_model::traffic::upload(mask, device)),
                 Some(stream.at_row(r.start)),
             );
             let labels = label_tensor(task, examples, &rows[r.clone()], device);
@@ -81,9 +81,7 @@ impl Trainer {
             // gradients add up to the whole batch's.
             let share = r.len() as f64 / n as f64;
             let loss = ClassificationModel::loss(logits, labels).mul_scalar(share);
-            let value = loss
-                .clone()
-                .into_data()
+            let value = cram_model::traffic::read(loss.clone())
                 .iter::<f32>()
                 .next()
                 .unwrap_or(f32::NAN) as f64;

@@ -3,21 +3,21 @@
 //! burn's default device is fixed at compile time and a missing CUDA driver panics inside
 //! burn, so the device is chosen explicitly here and the driver is probed first.
 //!
-//! Software Vulkan drivers (Mesa's lavapipe, which runs shaders on the CPU) are skipped unless
+//! Software Vulkan drivers (SwiftShader, Mesa's lavapipe: shaders run on the CPU) are skipped unless
 //! [`SOFTWARE_VULKAN_ENV`] is set: on a desktop with Mesa installed, `auto` would otherwise
 //! train on an emulated GPU many times slower than the CPU backend. CI sets it to run the GPU
-//! code path (device-side optimizer, kernels compiled to SPIR-V) on lavapipe.
+//! code path (the model, the device-side optimizer, kernels compiled to SPIR-V) on SwiftShader.
 
 use burn::tensor::Device;
 
-/// Set to `1` to let software Vulkan adapters (lavapipe) count as Vulkan devices, for
+/// Set to `1` to let software Vulkan adapters (SwiftShader, lavapipe) count as Vulkan devices, for
 /// `vulkan:N` and `auto` alike. They are listed after the hardware adapters.
 pub const SOFTWARE_VULKAN_ENV: &str = "CRAM_VULKAN_SOFTWARE";
 
 /// How [`select_device_with`] treats adapters beyond the spec.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeviceOptions {
-    /// Count software Vulkan adapters (lavapipe) as Vulkan devices.
+    /// Count software Vulkan adapters (SwiftShader, lavapipe) as Vulkan devices.
     pub software_vulkan: bool,
 }
 
@@ -37,8 +37,22 @@ impl DeviceOptions {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DeviceError {
     /// The spec is not one of the accepted forms.
-    #[error("unknown device {0:?}: expected \"auto\", \"cpu\", \"cuda:N\" or \"vulkan:N\"")]
+    #[error(
+        "unknown device {0:?}: expected \"auto\", \"gpu\", \"cpu\", \"cuda:N\" or \"vulkan:N\""
+    )]
     Parse(String),
+    /// `gpu` was asked for and no GPU can be used.
+    #[error(
+        "device \"gpu\": no GPU can be used by this binary ({tried}){}; set device = \"cpu\" \
+         to train on the CPU on purpose",
+        hint.as_deref().map(|h| format!(". {h}")).unwrap_or_default()
+    )]
+    NoGpu {
+        /// What was tried, and why each failed.
+        tried: String,
+        /// How to get a binary that can use the GPU that is there, if one is visible.
+        hint: Option<String>,
+    },
     /// The backend was not compiled into this build.
     #[error(
         "device {spec:?} needs cram-model's `{feature}` cargo feature, which this build lacks \
@@ -84,7 +98,7 @@ fn software_hint(skipped: usize) -> String {
         String::new()
     } else {
         format!(
-            "; {skipped} software adapter(s) such as lavapipe skipped: set \
+            "; {skipped} software adapter(s) such as SwiftShader or lavapipe skipped: set \
              {SOFTWARE_VULKAN_ENV}=1 to use them"
         )
     }
@@ -95,6 +109,9 @@ fn software_hint(skipped: usize) -> String {
 pub enum DeviceSpec {
     /// A compiled-in GPU if one is present, else the CPU.
     Auto,
+    /// A compiled-in GPU (CUDA first, then a hardware Vulkan adapter), else an error: for runs
+    /// that must not fall back to the CPU (a day-long budget).
+    Gpu,
     /// burn's `flex` CPU backend.
     Cpu,
     /// CUDA device `N`.
@@ -118,6 +135,7 @@ impl std::str::FromStr for DeviceSpec {
         };
         match t.as_str() {
             "auto" => Ok(Self::Auto),
+            "gpu" => Ok(Self::Gpu),
             "cpu" | "flex" => Ok(Self::Cpu),
             _ if t.starts_with("cuda") => Ok(Self::Cuda(index(&t[4..])?)),
             _ if t.starts_with("vulkan") => Ok(Self::Vulkan(index(&t[6..])?)),
@@ -126,11 +144,12 @@ impl std::str::FromStr for DeviceSpec {
     }
 }
 
-/// The device for `spec` (`auto`, `cpu`, `cuda:N`, `vulkan:N`).
+/// The device for `spec` (`auto`, `gpu`, `cpu`, `cuda:N`, `vulkan:N`).
 ///
 /// A GPU backend that is not compiled in, a CUDA driver that cannot be loaded or a missing
 /// adapter is an error, never a panic. `auto` picks CUDA, then Vulkan (when compiled in and
-/// present), else the CPU. Software Vulkan adapters count only with [`SOFTWARE_VULKAN_ENV`]
+/// present), else the CPU; `gpu` does the same but is an error where `auto` would take the
+/// CPU. Software Vulkan adapters count only with [`SOFTWARE_VULKAN_ENV`]
 /// set (see the module docs).
 pub fn select_device(spec: &str) -> Result<Device, DeviceError> {
     select_device_with(spec, DeviceOptions::from_env())
@@ -138,14 +157,113 @@ pub fn select_device(spec: &str) -> Result<Device, DeviceError> {
 
 /// [`select_device`] with explicit [`DeviceOptions`] instead of the environment's.
 pub fn select_device_with(spec: &str, options: DeviceOptions) -> Result<Device, DeviceError> {
+    choose_device_with(spec, options).map(|c| c.device)
+}
+
+/// A device chosen from a spec, and why: what a run prints before it starts, so that nobody
+/// spends a day on the wrong device without a word.
+#[derive(Debug, Clone)]
+pub struct DeviceChoice {
+    /// The device.
+    pub device: Device,
+    /// Why this one, in words (`device = "auto": CUDA device 0`, `... no GPU backend compiled
+    /// in (built without --features cuda or vulkan)`).
+    pub reason: String,
+    /// Whether `auto` fell back to the CPU for want of a usable GPU.
+    pub cpu_fallback: bool,
+}
+
+/// [`select_device`] with the reason for the choice ([`DeviceChoice`]).
+pub fn choose_device(spec: &str) -> Result<DeviceChoice, DeviceError> {
+    choose_device_with(spec, DeviceOptions::from_env())
+}
+
+/// [`choose_device`] with explicit [`DeviceOptions`].
+pub fn choose_device_with(spec: &str, options: DeviceOptions) -> Result<DeviceChoice, DeviceError> {
+    let chosen = |device: Device, reason: String| DeviceChoice {
+        device,
+        reason,
+        cpu_fallback: false,
+    };
     match spec.parse::<DeviceSpec>()? {
-        DeviceSpec::Cpu => Ok(Device::flex()),
-        DeviceSpec::Cuda(i) => cuda(spec, i),
-        DeviceSpec::Vulkan(i) => vulkan(spec, i, options),
-        DeviceSpec::Auto => Ok(cuda(spec, 0)
-            .or_else(|_| vulkan(spec, 0, options))
-            .unwrap_or_else(|_| Device::flex())),
+        DeviceSpec::Cpu => Ok(chosen(Device::flex(), format!("device = {spec:?}"))),
+        DeviceSpec::Cuda(i) => Ok(chosen(cuda(spec, i)?, format!("device = {spec:?}"))),
+        DeviceSpec::Vulkan(i) => Ok(chosen(
+            vulkan(spec, i, options)?,
+            format!("device = {spec:?}"),
+        )),
+        DeviceSpec::Auto | DeviceSpec::Gpu => {
+            let gpu = spec.parse::<DeviceSpec>()? == DeviceSpec::Gpu;
+            let cuda_err = match cuda(spec, 0) {
+                Ok(d) => return Ok(chosen(d, format!("device = {spec:?}: CUDA device 0"))),
+                Err(e) => e,
+            };
+            let vulkan_err = match vulkan(spec, 0, options) {
+                Ok(d) => return Ok(chosen(d, format!("device = {spec:?}: Vulkan adapter 0"))),
+                Err(e) => e,
+            };
+            let tried = format!(
+                "CUDA: {}; Vulkan: {}",
+                why_not(&cuda_err),
+                why_not(&vulkan_err)
+            );
+            if gpu {
+                return Err(DeviceError::NoGpu {
+                    tried,
+                    hint: gpu_build_hint(),
+                });
+            }
+            Ok(DeviceChoice {
+                device: Device::flex(),
+                reason: format!("device = {spec:?}: no usable GPU, so the CPU ({tried})"),
+                cpu_fallback: true,
+            })
+        }
     }
+}
+
+/// A short reason why a backend gave no device.
+fn why_not(e: &DeviceError) -> String {
+    match e {
+        DeviceError::NotCompiled { feature, .. } => {
+            format!("not in this binary (built without --features {feature})")
+        }
+        DeviceError::CudaUnavailable { reason, .. } => reason.clone(),
+        DeviceError::NoVulkanDevice {
+            found,
+            skipped_software,
+            ..
+        } => format!(
+            "{found} usable adapter(s){}",
+            software_hint(*skipped_software)
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Whether an NVIDIA GPU is visible to this process: a `/dev/nvidia0` device node, or an
+/// `nvidia-smi` that lists a card.
+pub fn nvidia_gpu_visible() -> bool {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        return true;
+    }
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
+
+/// When an NVIDIA GPU is visible but this binary cannot use CUDA, how to get one that can.
+pub fn gpu_build_hint() -> Option<String> {
+    if cfg!(feature = "cuda") || !nvidia_gpu_visible() {
+        return None;
+    }
+    Some(
+        "an NVIDIA GPU is visible (/dev/nvidia0 or nvidia-smi) but this cram binary was built \
+         without CUDA: build it with `cargo build --release --features cuda` (README, GPUs; \
+         scripts/cuda-offline-llvm.sh first on a machine without internet access)"
+            .to_string(),
+    )
 }
 
 #[cfg(feature = "cuda")]
@@ -244,10 +362,17 @@ mod cuda_probe {
 /// is found: the GPU-path tests must then run.
 pub const REQUIRE_VULKAN_ENV: &str = "CRAM_REQUIRE_VULKAN";
 
-/// The first Vulkan adapter, software ones (lavapipe) included, for the test suites of the GPU
-/// code path. `None`, with a note on stderr, where there is none (or the `vulkan` feature is
+/// The first Vulkan adapter, software ones included, for the test suites of the GPU code path.
+/// Which driver that is follows the Vulkan loader's `VK_DRIVER_FILES`: CI names Chromium's
+/// SwiftShader (`/usr/lib/chromium/vk_swiftshader_icd.json`); Mesa's lavapipe runs the same
+/// tests. Both run the whole model since cubecl-spirv's shared-memory fix (vendor/README.md). `None`, with a note on stderr, where there is none (or the `vulkan` feature is
 /// off), unless [`REQUIRE_VULKAN_ENV`] is set, which turns that into a panic.
 pub fn vulkan_test_device() -> Option<Device> {
+    // A test suite's processes share one tuning database where the environment names one
+    // (`CRAM_TUNING_DIR`; CI does): on a software driver, tuning a shape takes minutes.
+    if let Some(dir) = std::env::var_os(crate::tuning::TUNING_DIR_ENV).filter(|d| !d.is_empty()) {
+        crate::tuning::keep_tuning_in(std::path::Path::new(&dir));
+    }
     let options = DeviceOptions {
         software_vulkan: true,
     };
@@ -258,7 +383,8 @@ pub fn vulkan_test_device() -> Option<Device> {
         }
         Err(e) => {
             eprintln!(
-                "skipped: no Vulkan device ({e}); install Mesa's lavapipe \
+                "skipped: no Vulkan device ({e}); install Chromium's SwiftShader (Debian's \
+                 chromium-common, VK_DRIVER_FILES=/usr/lib/chromium/vk_swiftshader_icd.json) or Mesa's lavapipe \
                  (mesa-vulkan-drivers) to run the GPU-path tests"
             );
             None
@@ -266,30 +392,10 @@ pub fn vulkan_test_device() -> Option<Device> {
     }
 }
 
-/// Whether `device` is a software Vulkan adapter (Mesa's lavapipe): wgpu reports its adapter
+/// Whether `device` is a software Vulkan adapter (SwiftShader, lavapipe): wgpu reports its adapter
 /// type as `Cpu`.
 pub fn is_software_vulkan(device: &Device) -> bool {
     !is_host(device) && format!("{:?}", device.clone().inner()).contains("Cpu")
-}
-
-/// What keeps the model's kernels off lavapipe: Mesa's lavapipe (22.3.6 and 25.0.7, both on
-/// LLVM 15, Debian bookworm and bookworm-backports) dies with SIGSEGV inside
-/// `vkCreateComputePipelines` when it compiles cubecl 0.11's tiled matmul kernel (the
-/// `SimpleUnit` strategy that burn's matmul autotuner tries first: SPIR-V with workgroup memory,
-/// 8×8 invocations). Element-wise kernels, reductions and transfers run.
-pub const LAVAPIPE_MATMUL_CRASH: &str = "lavapipe (Mesa 22.3/25.0 on LLVM 15) crashes \
-    compiling cubecl's tiled matmul kernel";
-
-/// Like [`vulkan_test_device`], for tests that run the model (matrix products): `None` on a
-/// software adapter, with the reason on stderr ([`LAVAPIPE_MATMUL_CRASH`]). These run on
-/// hardware Vulkan devices.
-pub fn vulkan_model_test_device() -> Option<Device> {
-    let device = vulkan_test_device()?;
-    if is_software_vulkan(&device) {
-        eprintln!("skipped on a software Vulkan adapter: {LAVAPIPE_MATMUL_CRASH}");
-        return None;
-    }
-    Some(device)
 }
 
 /// Whether tensors on `device` live in host memory: burn's CPU backend (`flex`), with or

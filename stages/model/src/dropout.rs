@@ -132,7 +132,7 @@ pub(crate) fn apply<const D: usize>(
     let rows = rows.max(1);
     debug_assert_eq!(n % rows, 0, "{n} elements are not {rows} whole rows");
     let mask = stream.mask(site, layer.prob, rows, n / rows);
-    let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &x.device());
+    let mask: Tensor<D> = crate::traffic::upload(TensorData::new(mask, shape), &x.device());
     x * mask
 }
 

@@ -20,7 +20,10 @@
 //! * [`names`] — the one table of tensor names;
 //! * [`device`] — [`select_device`];
 //! * [`dropout`] — [`DropoutStream`], dropout masks keyed by seed, site and batch row;
-//! * [`precision`] — [`Precision`] (bf16 matrix products).
+//! * [`flops`] — the matrix-product operations of a step, from the architecture;
+//! * [`precision`] — [`Precision`] (bf16 matrix products);
+//! * [`traffic`] — kernel launches, transfers and synchronisations of a step, counted;
+//! * [`tuning`] — where the GPU backends keep their autotune results.
 
 #![warn(missing_docs)]
 
@@ -33,11 +36,14 @@ pub mod device;
 pub mod dropout;
 pub mod encoder;
 pub mod error;
+pub mod flops;
 pub mod hf_export;
 mod init;
 pub mod mlm;
 pub mod names;
 pub mod precision;
+pub mod traffic;
+pub mod tuning;
 
 pub use attention::AttentionKernel;
 pub use checkpoint::{
@@ -49,9 +55,9 @@ pub use config::{
     ConfigError, FfnActivation, ModelConfig, ModelOverrides, NormScheme, PositionEmbedding,
 };
 pub use device::{
-    DeviceError, DeviceOptions, DeviceSpec, LAVAPIPE_MATMUL_CRASH, REQUIRE_VULKAN_ENV,
-    SOFTWARE_VULKAN_ENV, is_host, is_software_vulkan, select_device, select_device_with,
-    vulkan_model_test_device, vulkan_test_device,
+    DeviceChoice, DeviceError, DeviceOptions, DeviceSpec, REQUIRE_VULKAN_ENV, SOFTWARE_VULKAN_ENV,
+    choose_device, choose_device_with, gpu_build_hint, is_host, is_software_vulkan,
+    nvidia_gpu_visible, select_device, select_device_with, vulkan_test_device,
 };
 pub use dropout::DropoutStream;
 pub use encoder::{Encoder, NamedParam};

@@ -166,13 +166,15 @@ impl MlmModel {
                 num_predictions: 0,
             };
         }
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(positions.to_vec(), [m]), device);
+        let idx: Tensor<1, Int> =
+            crate::traffic::upload(TensorData::new(positions.to_vec(), [m]), device);
         let logits = if self.sparse {
             self.decode(hidden.select(0, idx))
         } else {
             self.decode(hidden).select(0, idx)
         };
-        let tgt = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [m, 1]), device);
+        let tgt: Tensor<2, Int> =
+            crate::traffic::upload(TensorData::new(targets.to_vec(), [m, 1]), device);
         let loss = cross_entropy(logits.clone(), tgt);
         MlmOutput {
             loss,

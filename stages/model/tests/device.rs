@@ -53,7 +53,7 @@ fn vulkan_not_compiled_is_a_clear_error() {
     ));
 }
 
-/// Software adapters (lavapipe) count only when asked for: `vulkan:N` and `auto` skip them by
+/// Software adapters (SwiftShader, lavapipe) count only when asked for: `vulkan:N` and `auto` skip them by
 /// default, and with the opt-in `auto` picks one where there is no hardware GPU.
 #[cfg(feature = "vulkan")]
 #[test]
@@ -74,7 +74,7 @@ fn software_vulkan_is_opt_in() {
     );
     match hardware {
         Err(e) => {
-            // Only software adapters here (CI's lavapipe): the error says how to use them, and
+            // Only software adapters here (CI's SwiftShader): the error says how to use them, and
             // without the opt-in `auto` stays on the CPU.
             assert!(
                 matches!(e, DeviceError::NoVulkanDevice { skipped_software, .. } if skipped_software > 0),

@@ -82,9 +82,21 @@ fn main() {
             r.first_loss,
             r.last_loss
         );
-        println!(
-            "{:<13} per step: forward+backward {:.3} s ({} shards), gradient sum {:.3} s, optimizer {:.3} s",
-            "", r.forward_backward_seconds, r.shards, r.gradient_sum_seconds, r.optimizer_seconds
-        );
+        if let (Some(fb), Some(sum), Some(opt)) = (
+            r.forward_backward_seconds,
+            r.gradient_sum_seconds,
+            r.optimizer_seconds,
+        ) {
+            println!(
+                "{:<13} per step: forward+backward {fb:.3} s ({} shards), gradient sum {sum:.3} s, optimizer {opt:.3} s",
+                "", r.shards
+            );
+        }
+        if let Some(n) = r.anatomy.launches {
+            println!(
+                "{:<13} per step: {n} kernel launches, {} uploads, {} reads",
+                "", r.anatomy.traffic.uploads, r.anatomy.traffic.reads
+            );
+        }
     }
 }

@@ -59,7 +59,10 @@ pub struct PretrainParams {
     /// Train with the architecture's dropout on; by default pretraining runs with dropout off
     /// (the reference's `pretrain_in_train_mode: False`).
     pub dropout: bool,
-    /// Device: `auto`, `cpu`, `cuda:N` or `vulkan:N`.
+    /// Device: `auto` (a compiled-in GPU if present, else the CPU, with a warning when a
+    /// wall-clock budget of an hour or more would run there), `gpu` (the same, but refuse to
+    /// start without a GPU), `cpu`, `cuda:N` or `vulkan:N`. The choice and its reason are
+    /// printed before the budget clock starts.
     pub device: String,
     /// Data-parallel training over several devices, e.g. `["cuda:0", "cuda:1"]`: each runs its
     /// share of every step's micro-batches, the gradients are summed on the first and the

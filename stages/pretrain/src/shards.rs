@@ -72,7 +72,7 @@ pub fn forward_backward(
     let total = batch.positions.len().max(1) as f64;
     let results = cram_train::run_shards(model, parts.len(), |i, model: MlmModel| {
         let part = &parts[i];
-        let ids = Tensor::<2, Int>::from_data(
+        let ids: Tensor<2, Int> = cram_model::traffic::upload(
             TensorData::new(part.input_ids.clone(), [part.rows, part.seq_len]),
             device,
         );

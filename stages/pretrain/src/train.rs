@@ -107,6 +107,55 @@ fn dropout_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Prints a line above the progress bar, or on stderr where the bar is hidden (no terminal):
+/// what a run must tell its user before it spends its budget cannot depend on a terminal.
+fn say(progress: &ProgressBar, line: &str) {
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        progress.println(line);
+    }
+}
+
+/// A wall-clock budget from which training on the CPU by accident is worth a warning.
+const LONG_CPU_BUDGET_SECONDS: f64 = 3600.0;
+
+/// What a run says about its devices before the budget clock starts: the device chosen and why,
+/// and a warning when a long wall-clock budget falls back to the CPU or an NVIDIA GPU is there
+/// that this binary cannot use.
+pub fn device_notice(
+    choices: &[cram_model::DeviceChoice],
+    budget_seconds: Option<f64>,
+    budget_steps: Option<u64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in choices {
+        out.push(format!(
+            "pretrain: training on {:?} ({})",
+            c.device, c.reason
+        ));
+    }
+    let on_cpu = choices.iter().any(|c| cram_model::is_host(&c.device));
+    if !on_cpu {
+        return out;
+    }
+    let long_clock =
+        budget_steps.is_none() && budget_seconds.is_some_and(|b| b >= LONG_CPU_BUDGET_SECONDS);
+    let fallback = choices.iter().any(|c| c.cpu_fallback);
+    if fallback && long_clock {
+        out.push(format!(
+            "warning: a wall-clock budget of {} will be spent on the CPU, which is orders of \
+             magnitude slower than a GPU; set device = \"gpu\" to refuse to start without one, \
+             or device = \"cpu\" to say the CPU is meant",
+            fmt_duration(budget_seconds.unwrap_or_default())
+        ));
+    }
+    if let Some(hint) = cram_model::gpu_build_hint() {
+        out.push(format!("warning: {hint}"));
+    }
+    out
+}
+
 /// The backend name of a device, from burn's description of it.
 pub fn backend_name(device: &Device) -> String {
     let d = format!("{device:?}").to_ascii_lowercase();
@@ -171,11 +220,12 @@ pub fn run_pretrain_with(
     };
     // The first device holds the model, the optimizer and the gradient sums; the others (data
     // parallelism) train replicas refreshed after every step.
-    let devices: Vec<Device> = resolved
+    let choices: Vec<cram_model::DeviceChoice> = resolved
         .devices
         .iter()
-        .map(|d| cram_model::select_device(d))
+        .map(|d| cram_model::choose_device(d))
         .collect::<Result<_, _>>()?;
+    let devices: Vec<Device> = choices.iter().map(|c| c.device.clone()).collect();
     let device = devices[0].clone();
     let precision = resolved.precision.resolve(&device)?;
     let ad = device.clone().autodiff();
@@ -258,15 +308,22 @@ pub fn run_pretrain_with(
         }
     };
     if rows < m as u64 {
-        progress.println(format!(
-            "warning: the input holds {rows} rows, fewer than one micro-batch of {m}: no step can \
+        say(
+            progress,
+            &format!(
+                "warning: the input holds {rows} rows, fewer than one micro-batch of {m}: no step can \
              be taken (lower micro_batch or pack more text)"
-        ));
+            ),
+        );
     }
 
     match (resolved.budget_steps, resolved.budget_tokens) {
         (Some(n), _) | (None, Some(n)) => progress.set_length(n),
         (None, None) => progress.set_length(resolved.budget_seconds.unwrap_or(0.0).ceil() as u64),
+    }
+
+    for line in device_notice(&choices, resolved.budget_seconds, resolved.budget_steps) {
+        say(progress, &line);
     }
 
     // The budget clock starts here, after model construction and data opening.

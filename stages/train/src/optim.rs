@@ -346,10 +346,7 @@ fn transposed_params<M: NamedModule>(model: &M) -> HashMap<String, [usize; 2]> {
 
 /// Reads a tensor back to the host as f32.
 pub fn host_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| format!("{e:?}"))
+    cram_model::traffic::read_f32(t)
 }
 
 /// The scalars of one AdamW step.
