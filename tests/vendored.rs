@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// `(crate directory, release hash list, [(patched file, sha256 of the patched file)])`.
-const VENDORED: &[(&str, &str, &[(&str, &str)])] = &[(
+/// A patched file of a vendored crate: its path in the crate and the sha256 of the patched text.
+type Patched = (&'static str, &'static str);
+
+/// `(crate directory, release hash list, patched files)`.
+const VENDORED: &[(&str, &str, &[Patched])] = &[(
     "vendor/cubecl-spirv",
     "vendor/cubecl-spirv.release.sha256",
     &[(
