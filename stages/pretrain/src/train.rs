@@ -355,6 +355,9 @@ pub fn run_pretrain_with(
         }
     };
     let mut last_micro_batch: Option<f64> = None;
+    let on_host = cram_model::is_host(&device);
+    // The summed losses of the steps not read yet (on a device: see the step's end).
+    let mut unread_losses: Option<Tensor<1>> = None;
     let mut budget_spent = false;
     let stopped_by = loop {
         if budget_spent {
@@ -465,7 +468,10 @@ pub fn run_pretrain_with(
                         })
                         .collect();
                     jobs.into_iter()
-                        .map(|j| j.join().expect("a device's training thread panicked"))
+                        .map(|j| {
+                            // The thread's own panic (its message) reaches the stage's report.
+                            j.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+                        })
                         .collect::<Vec<_>>()
                 })
             };
@@ -499,20 +505,6 @@ pub fn run_pretrain_with(
         let (next, report) = optim.step(model, grads, lr);
         model = next;
 
-        let loss = match loss_sum {
-            Some(t) => {
-                host_f32(t)
-                    .map_err(|reason| PretrainError::Tensor {
-                        what: "loss".into(),
-                        reason,
-                    })?
-                    .first()
-                    .copied()
-                    .unwrap_or(f32::NAN) as f64
-                    / accum as f64
-            }
-            None => f64::NAN,
-        };
         state.step += 1;
         state.micro_steps += accum as u64;
         state.sequences += (accum * m) as u64;
@@ -520,18 +512,6 @@ pub fn run_pretrain_with(
         state.position += (accum * m) as u64;
         state.last_lr = Some(lr);
         state.elapsed_seconds = elapsed();
-        if !loss.is_finite() {
-            return Err(PretrainError::Diverged {
-                step: state.step,
-                loss,
-            });
-        }
-        state.initial_loss.get_or_insert(loss);
-        state.last_loss = Some(loss);
-        state.smoothed_loss = Some(match state.smoothed_loss {
-            Some(sm) => sm + SMOOTHING * (loss - sm),
-            None => loss,
-        });
 
         let finishing = budget_spent
             || data_ended
@@ -540,20 +520,63 @@ pub fn run_pretrain_with(
             || resolved
                 .budget_seconds
                 .is_some_and(|b| state.elapsed_seconds >= b);
+        let eval_now =
+            !finishing && resolved.heldout_every > 0 && state.step % resolved.heldout_every == 0;
+        let log_now =
+            state.step == 1 || state.step % resolved.log_every == 0 || finishing || eval_now;
+
+        // The loss and the gradient norm stay on the device until a step is logged: a read
+        // waits for the device, and inside every step it would leave the GPU idle while the
+        // host prepares the next one. Host tensors cost nothing to read, so on the CPU every
+        // step is read (and a divergence stops the run at the step it happened); on a device
+        // the losses of the steps between reads are summed there, and a non-finite sum at the
+        // next read stops the run.
+        let step_loss = loss_sum.expect("a step ran at least one micro-batch");
+        let read = if on_host || log_now {
+            let values = read_step_values(step_loss, unread_losses.take(), &report.grad_norm)?;
+            Some(values)
+        } else {
+            unread_losses = Some(match unread_losses.take() {
+                Some(sum) => sum + step_loss,
+                None => step_loss,
+            });
+            None
+        };
+        let mut grad_norm = None;
+        if let Some(values) = read {
+            let loss = values.loss as f64 / accum as f64;
+            if !loss.is_finite() || !values.unread_sum.is_finite() {
+                return Err(PretrainError::Diverged {
+                    step: state.step,
+                    loss: if loss.is_finite() {
+                        values.unread_sum as f64
+                    } else {
+                        loss
+                    },
+                });
+            }
+            state.initial_loss.get_or_insert(loss);
+            state.last_loss = Some(loss);
+            state.smoothed_loss = Some(match state.smoothed_loss {
+                Some(sm) => sm + SMOOTHING * (loss - sm),
+                None => loss,
+            });
+            grad_norm = values.grad_norm;
+        }
+        let loss = state.last_loss.unwrap_or(f64::NAN);
+
         let since = last_log.0.elapsed().as_secs_f64();
         let tps = if since > 0.0 {
             (state.tokens - last_log.1) as f64 / since
         } else {
             0.0
         };
-        let eval_now =
-            !finishing && resolved.heldout_every > 0 && state.step % resolved.heldout_every == 0;
         let heldout_loss = if eval_now || finishing {
             evaluate(&model)
         } else {
             None
         };
-        if state.step == 1 || state.step % resolved.log_every == 0 || finishing || eval_now {
+        if log_now {
             metrics.push(MetricsLine {
                 step: state.step,
                 elapsed_seconds: state.elapsed_seconds,
@@ -564,10 +587,7 @@ pub fn run_pretrain_with(
                 tokens_per_second: tps,
                 epochs: epochs(state.sequences),
                 heldout_loss,
-                grad_norm: host_f32(report.grad_norm.clone())
-                    .ok()
-                    .and_then(|v| v.first().copied())
-                    .map(f64::from),
+                grad_norm,
             });
             last_log = (Instant::now(), state.tokens);
         }
@@ -692,6 +712,38 @@ pub fn run_pretrain_with(
         stopped_by
     ));
     Ok(summary)
+}
+
+/// What a logged step reads back from the device, in one transfer.
+struct StepValues {
+    /// The step's summed micro-batch losses (divide by the micro-batches for the mean).
+    loss: f32,
+    /// The sum of the losses of the steps before it that were not read (0 if none): a NaN
+    /// there means the run diverged in between.
+    unread_sum: f32,
+    /// The gradient norm before clipping.
+    grad_norm: Option<f64>,
+}
+
+/// Reads a step's loss, the losses summed since the last read and the gradient norm with one
+/// read (the three joined on the device first).
+fn read_step_values(
+    loss: Tensor<1>,
+    unread: Option<Tensor<1>>,
+    grad_norm: &Tensor<1>,
+) -> Result<StepValues, PretrainError> {
+    let device = loss.device();
+    let unread = unread.unwrap_or_else(|| Tensor::zeros([1], &device));
+    let joined = Tensor::cat(vec![loss, unread, grad_norm.clone().to_device(&device)], 0);
+    let values = host_f32(joined).map_err(|reason| PretrainError::Tensor {
+        what: "loss".into(),
+        reason,
+    })?;
+    Ok(StepValues {
+        loss: values.first().copied().unwrap_or(f32::NAN),
+        unread_sum: values.get(1).copied().unwrap_or(f32::NAN),
+        grad_norm: values.get(2).map(|&g| f64::from(g)),
+    })
 }
 
 /// Writes the output's `metrics.jsonl`: each line's [`MetricsLine::record`].

@@ -52,9 +52,10 @@ pub fn replica<M: Module>(model: &M) -> M {
 }
 
 /// A copy of `model` on `device` (with autodiff), sharing its parameter ids, as fresh leaves
-/// there: the replica a data-parallel device trains on.
+/// there: the replica a data-parallel device trains on. burn's `fork` moves the constant
+/// tensors too (the sinusoid table), which a parameter mapper never visits.
 pub fn replica_on<M: Module>(model: &M, device: &Device) -> M {
-    model.clone().map(&mut OnDevice(device.clone()))
+    model.clone().fork(device)
 }
 
 /// Runs `f(shard, model)` for shards `0..shards` at once, shard 0 on `model` itself (a clone)
@@ -82,21 +83,6 @@ where
         models.into_iter().map(|(i, m)| f(i, m)).collect()
     } else {
         models.into_par_iter().map(|(i, m)| f(i, m)).collect()
-    }
-}
-
-struct OnDevice(Device);
-
-impl ModuleMapper for OnDevice {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        // The copy is an op on the graph; detached, it is a leaf of its own on the device.
-        let mut moved = tensor.to_device(&self.0).detach();
-        if require_grad {
-            moved = moved.require_grad();
-        }
-        Param::from_mapped_value(id, moved, mapper)
     }
 }
 
