@@ -597,8 +597,20 @@ impl Loader {
             let mut params_table = body.clone();
             params_table.remove("kind");
             params_table.remove("inputs");
+            let params_table = Value::Table(params_table);
+            if let Some(path) = registry::first_non_finite(&params_table) {
+                return Err(self.param_error(
+                    stage_name,
+                    kind,
+                    registry::ParamError {
+                        path,
+                        message: "must be a finite number (nan and inf are not parameter values)"
+                            .into(),
+                    },
+                ));
+            }
             let params = kind
-                .params(Value::Table(params_table))
+                .params(params_table)
                 .map_err(|err| self.param_error(stage_name, kind, err))?;
             stages.push(Stage {
                 name: stage_name.clone(),

@@ -329,6 +329,29 @@ pub fn parse_typed<P: DeserializeOwned>(table: toml::Value) -> Result<P, ParamEr
     })
 }
 
+/// The key path of the first float in `value` that is NaN or infinite, if any. JSON, which
+/// cache keys and run-time parameters are made of, has no such numbers (serde_json would turn
+/// them into `null`, i.e. into "unset"), and no parameter means anything by them, so the
+/// loader refuses them before any kind reads its table.
+pub fn first_non_finite(value: &toml::Value) -> Option<Vec<String>> {
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => Some(Vec::new()),
+        toml::Value::Table(t) => t.iter().find_map(|(k, v)| {
+            first_non_finite(v).map(|mut path| {
+                path.insert(0, k.clone());
+                path
+            })
+        }),
+        toml::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            first_non_finite(v).map(|mut path| {
+                path.insert(0, i.to_string());
+                path
+            })
+        }),
+        _ => None,
+    }
+}
+
 /// Serializes typed parameters to JSON (infallible for plain data structs).
 pub fn to_json<P: Serialize>(params: &P) -> Value {
     serde_json::to_value(params).expect("parameters serialize to JSON")

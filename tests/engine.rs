@@ -288,6 +288,53 @@ fn pipeline_errors_name_file_line_column_and_what_was_expected() {
 }
 
 #[test]
+fn non_finite_numbers_are_refused_where_they_are_written() {
+    // JSON has no nan or inf: serde_json made them `null`, which panicked in one kind and
+    // silently meant "the default" in another. Every kind's table is checked on load.
+    let sanity = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pipelines/sanity.toml"
+    ))
+    .unwrap();
+    let p = Project::new(&sanity);
+    for (set, key) in [
+        ("glue.lr=nan", "`lr`"),
+        ("glue.eps=inf", "`eps`"),
+        ("glue.overrides={rte={lr=nan}}", "`overrides.rte.lr`"),
+        ("glue.warmup_fraction=-inf", "`warmup_fraction`"),
+        ("clean.trash_cutoff=nan", "`trash_cutoff`"),
+    ] {
+        for command in ["status", "dag"] {
+            let out = p.cram(&[command, "p.toml", "--set", set]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{command} --set {set}: {err}");
+            // The message is wrapped to the terminal: compare its words.
+            let words = err
+                .split_whitespace()
+                .filter(|w| *w != "│")
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(
+                words.contains("must be a finite number")
+                    && words.contains(key)
+                    && words.contains("--set:1:1"),
+                "{command} --set {set}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    // In the file itself: the error points at the line.
+    let in_file = sanity.replace("lr = 1e-3\nepochs = 3", "lr = nan\nepochs = 3");
+    assert_ne!(in_file, sanity);
+    let line = in_file
+        .lines()
+        .position(|l| l == "lr = nan")
+        .map(|i| i + 1)
+        .unwrap();
+    assert_load_error(&in_file, &[&format!("p.toml:{line}:"), "finite"]);
+}
+
+#[test]
 fn includes_merge_and_the_including_file_wins() {
     let p = Project::new(
         "include = [\"base.toml\"]\nname = \"top\"\n[stages.upper]\nenv = { MODE = \"mine\" }\n",

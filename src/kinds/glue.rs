@@ -111,7 +111,10 @@ impl Kind for Glue {
     }
     fn params(&self, table: toml::Value) -> Result<Params, ParamError> {
         let p = plain_params::<GlueParams>(table)?;
-        let typed: GlueParams = serde_json::from_value(p.raw.clone()).expect("round trip");
+        let typed: GlueParams = serde_json::from_value(p.raw.clone()).map_err(|e| ParamError {
+            path: Vec::new(),
+            message: e.to_string(),
+        })?;
         typed.validate().map_err(|e| ParamError {
             path: Vec::new(),
             message: e.to_string(),

@@ -360,6 +360,26 @@ fn fixture_repo() -> (tempfile::TempDir, Vec<u8>) {
 }
 
 #[test]
+fn an_lfs_oid_that_is_not_a_sha256_is_refused_before_it_names_a_file() {
+    // The oid names the downloaded file under the cache's `downloads/`: a listing whose oid
+    // climbs out of that folder must stop at the listing, naming the file and the value.
+    let (root, _) = fixture_repo();
+    let server = HubServer::start(root.path());
+    server.forge_lfs_oid("../../../outside");
+    let err = resolve_source_with(
+        &params("hf://datasets/test-org/corpus/data/*"),
+        &hub(&server),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("not a sha256") && err.contains("data/part-0.txt.zst"),
+        "{err}"
+    );
+    assert!(err.contains("../../../outside"), "{err}");
+}
+
+#[test]
 fn resume_after_truncation_and_retry_after_500() {
     let (root, packed) = fixture_repo();
     let server = HubServer::start(root.path());

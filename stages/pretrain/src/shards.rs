@@ -61,6 +61,10 @@ impl From<ShardGrads> for (MlmModel, burn::tensor::Gradients) {
 /// shard's loss multiplied by `scale` (e.g. `1 / accumulation steps`) and its share of the
 /// selected positions. Returns the shards' gradients and the micro-batch's mean loss (off the
 /// graph, shape `[1]`).
+///
+/// A shard with no selected position has no loss and is not run (its share is 0); a
+/// micro-batch with none at all (tiny `mlm_rate`, rows of one token) returns no gradients and
+/// a loss of 0: it contributes nothing to the step, as it contributes nothing to the loss.
 pub fn forward_backward(
     model: &MlmModel,
     batch: &MaskedBatch,
@@ -68,8 +72,12 @@ pub fn forward_backward(
     scale: f64,
     device: &Device,
 ) -> (Vec<ShardGrads>, Tensor<1>) {
-    let parts = split_rows(batch, shards);
+    let mut parts = split_rows(batch, shards);
+    parts.retain(|p| !p.positions.is_empty());
     let total = batch.positions.len().max(1) as f64;
+    if parts.is_empty() {
+        return (Vec::new(), Tensor::zeros([1], &device.clone().inner()));
+    }
     let results = cram_train::run_shards(model, parts.len(), |i, model: MlmModel| {
         let part = &parts[i];
         let ids: Tensor<2, Int> = cram_model::traffic::upload(

@@ -502,8 +502,16 @@ pub fn run_pretrain_with(
             grads.scale(accum as f64 / done as f64);
         }
         let accum = done;
-        let (next, report) = optim.step(model, grads, lr);
-        model = next;
+        // Every micro-batch of the step without a masked position: nothing to learn from, so
+        // the parameters and the optimizer stay as they were (as PyTorch's AdamW skips
+        // parameters without a gradient); the step still counts for the schedule and budget.
+        let grad_norm_now = if grads.is_empty() {
+            Tensor::zeros([1], &device)
+        } else {
+            let (next, report) = optim.step(model, grads, lr);
+            model = next;
+            report.grad_norm
+        };
 
         state.step += 1;
         state.micro_steps += accum as u64;
@@ -533,7 +541,7 @@ pub fn run_pretrain_with(
         // next read stops the run.
         let step_loss = loss_sum.expect("a step ran at least one micro-batch");
         let read = if on_host || log_now {
-            let values = read_step_values(step_loss, unread_losses.take(), &report.grad_norm)?;
+            let values = read_step_values(step_loss, unread_losses.take(), &grad_norm_now)?;
             Some(values)
         } else {
             unread_losses = Some(match unread_losses.take() {

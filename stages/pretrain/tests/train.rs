@@ -310,6 +310,30 @@ fn a_corpus_smaller_than_a_micro_batch_stops_at_once() {
 }
 
 #[test]
+fn micro_batches_without_a_masked_token_contribute_nothing_and_the_run_goes_on() {
+    // At this rate almost no micro-batch of 4 x 32 tokens has a masked position: those have no
+    // loss to differentiate (burn refused the backward pass of the untracked zero, and the
+    // stage died), so they add no gradient; a step with none at all leaves the weights alone.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("seqs");
+    corpus(&data, 200);
+    let mut params = small_params();
+    params.micro_batch = 4;
+    params.batch_size = 8;
+    params.mlm_rate = 0.0001;
+    params.budget_steps = Some(4);
+    params.log_every = 1;
+    let s = run(
+        &params,
+        &data,
+        &tmp.path().join("work"),
+        &tmp.path().join("out"),
+    );
+    assert_eq!((s.stopped_by, s.steps), (StoppedBy::Steps, 4));
+    assert!(s.final_loss.is_some_and(f64::is_finite), "{s:?}");
+}
+
+#[test]
 fn a_wall_clock_budget_ends_inside_a_long_accumulation() {
     // One step accumulates 2048 micro-batches, far more than fit into the budget: the stage
     // stops starting micro-batches when the next one would end past the budget and takes the

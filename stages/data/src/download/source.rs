@@ -297,6 +297,17 @@ fn resolve_hub(
                 continue;
             }
             let (sha256, size) = match &e.lfs {
+                // The oid names the file under `downloads/`: anything but a sha256 is refused.
+                Some(lfs) if !is_hex(&lfs.oid, 64) => {
+                    return Err(DownloadError::BadResponse {
+                        url: page.clone(),
+                        reason: format!(
+                            "the LFS oid of {:?} is not a sha256 (64 hex digits): {:?}",
+                            e.path,
+                            lfs.oid.chars().take(80).collect::<String>()
+                        ),
+                    });
+                }
                 Some(lfs) => (Some(lfs.oid.to_ascii_lowercase()), lfs.size.or(e.size)),
                 None => (None, e.size),
             };

@@ -57,6 +57,9 @@ struct State {
     hashes: HashMap<PathBuf, (String, String, u64)>,
     /// Redirect LFS files to `/cdn/SHA256` as the hub does.
     lfs_redirect: bool,
+    /// An LFS oid the tree listing reports for every LFS file instead of its sha256 (a
+    /// hostile or broken hub).
+    forged_lfs_oid: Option<String>,
     cdn: HashMap<String, PathBuf>,
 }
 
@@ -109,6 +112,11 @@ impl HubServer {
     /// Requires `Authorization: Bearer TOKEN` on every request.
     pub fn require_token(&self, token: &str) {
         self.state.lock().unwrap().token = Some(token.to_string());
+    }
+
+    /// Makes the tree listing report `oid` as every LFS file's oid.
+    pub fn forge_lfs_oid(&self, oid: &str) {
+        self.state.lock().unwrap().forged_lfs_oid = Some(oid.to_string());
     }
 
     /// Entries per page of the tree API.
@@ -299,8 +307,10 @@ fn handle(mut stream: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::
                     let mut e =
                         serde_json::json!({"type": "file", "oid": oid, "size": size, "path": rel});
                     if is_lfs(&rel) {
+                        let forged = state.lock().unwrap().forged_lfs_oid.clone();
+                        let oid = forged.unwrap_or(sha256);
                         e["lfs"] =
-                            serde_json::json!({"oid": sha256, "size": size, "pointerSize": 134});
+                            serde_json::json!({"oid": oid, "size": size, "pointerSize": 134});
                     }
                     entries.push(e);
                 }
