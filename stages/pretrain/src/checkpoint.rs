@@ -44,14 +44,19 @@ pub struct TrainState {
     /// position and the masking RNG's state).
     pub position: u64,
     /// Budget seconds spent.
+    #[serde(with = "crate::exact_float::exact_f64")]
     pub elapsed_seconds: f64,
     /// Loss of the first step.
+    #[serde(with = "crate::exact_float::exact_opt_f64", default)]
     pub initial_loss: Option<f64>,
     /// Loss of the last step.
+    #[serde(with = "crate::exact_float::exact_opt_f64", default)]
     pub last_loss: Option<f64>,
     /// Learning rate of the last step.
+    #[serde(with = "crate::exact_float::exact_opt_f64", default)]
     pub last_lr: Option<f64>,
     /// Exponentially smoothed loss shown by the progress bar.
+    #[serde(with = "crate::exact_float::exact_opt_f64", default)]
     pub smoothed_loss: Option<f64>,
 }
 

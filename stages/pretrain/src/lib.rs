@@ -49,6 +49,7 @@ pub mod checkpoint;
 pub mod collator;
 pub mod data;
 pub mod error;
+pub mod exact_float;
 pub mod heldout;
 /// The optimizer, from the training kit shared with fine-tuning (`cram-train`).
 pub use cram_train::optim;
@@ -69,4 +70,4 @@ pub use schedule::{LrSchedule, accumulation_steps, batch_size};
 pub use train::{RunControl, run_pretrain, run_pretrain_with, write_timeline};
 
 /// Bumped whenever a change to the code changes the bytes this kind writes.
-pub const CODE_VERSION: u32 = 4;
+pub const CODE_VERSION: u32 = 5;

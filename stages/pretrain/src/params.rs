@@ -366,24 +366,37 @@ pub struct MetricsLine {
     /// Optimizer step just completed.
     pub step: u64,
     /// Budget seconds spent (including time before a resume).
+    #[serde(with = "crate::exact_float::exact_f64")]
     pub elapsed_seconds: f64,
     /// Tokens trained on so far.
     pub tokens: u64,
     /// Mean MLM loss of this step's micro-batches.
+    #[serde(with = "crate::exact_float::exact_f64")]
     pub loss: f64,
     /// Learning rate of this step.
+    #[serde(with = "crate::exact_float::exact_f64")]
     pub lr: f64,
     /// Sequences in this step (micro-batches × micro-batch size).
     pub batch_size: usize,
     /// Training throughput since the previous line.
+    #[serde(with = "crate::exact_float::exact_f64")]
     pub tokens_per_second: f64,
     /// Passes over the packed rows so far (sequences trained on ÷ rows).
+    #[serde(with = "crate::exact_float::exact_f64")]
     pub epochs: f64,
     /// The held-out loss after this step, on the steps it was evaluated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::exact_float::exact_opt_f64"
+    )]
     pub heldout_loss: Option<f64>,
     /// Global L2 norm of this step's gradients before clipping.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::exact_float::exact_opt_f64"
+    )]
     pub grad_norm: Option<f64>,
 }
 
@@ -439,6 +452,10 @@ pub struct PretrainTimings {
     pub wall_seconds: f64,
     /// Peak resident memory of the process in bytes (Linux `VmHWM`), when known.
     pub peak_memory_bytes: Option<u64>,
+    /// The step a checkpoint resumed from (`null` for an uninterrupted run). How the run went,
+    /// not what it made: the manifest keeps it, `summary.json` does not, so an interrupted and
+    /// resumed run has the bytes of an uninterrupted one.
+    pub resumed_from_step: Option<u64>,
     /// Every logged step's timings.
     #[serde(skip)]
     pub timeline: Vec<TimelinePoint>,
@@ -506,8 +523,6 @@ pub struct PretrainSummary {
     pub stopped_by: StoppedBy,
     /// Whether dropout was on.
     pub dropout: bool,
-    /// The step a checkpoint resumed from (`null` for an uninterrupted run).
-    pub resumed_from_step: Option<u64>,
     /// Passes over the input's rows: sequences trained on ÷ rows (above 1 when the data was
     /// repeated).
     #[serde(alias = "epochs_fraction")]

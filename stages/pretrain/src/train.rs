@@ -694,7 +694,6 @@ pub fn run_pretrain_with(
         precision: precision.name().into(),
         stopped_by,
         dropout: resolved.dropout,
-        resumed_from_step,
         epochs: epochs(state.sequences),
         rows,
         max_epochs: resolved.max_epochs,
@@ -703,6 +702,7 @@ pub fn run_pretrain_with(
         timings: PretrainTimings {
             wall_seconds,
             peak_memory_bytes: peak_memory_bytes(),
+            resumed_from_step,
             timeline: metrics.iter().map(MetricsLine::timeline).collect(),
         },
         log: metrics.clone(),
