@@ -335,6 +335,48 @@ fn non_finite_numbers_are_refused_where_they_are_written() {
 }
 
 #[test]
+fn values_no_input_can_make_right_are_refused_when_the_pipeline_loads() {
+    // These used to pass `status`, `dag` and `--dry-run` and fail only when the stage started.
+    let sanity = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pipelines/sanity.toml"
+    ))
+    .unwrap();
+    let p = Project::new(&sanity);
+    for (set, key) in [
+        ("tokenize.seq_length=1", "`seq_length`"),
+        ("tokenizer.vocab_size=3", "`vocab_size`"),
+        ("dedup.min_length=0", "`min_length`"),
+        ("clean.trash_cutoff=-3", "`trash_cutoff`"),
+    ] {
+        for args in [
+            vec!["status", "p.toml"],
+            vec!["dag", "p.toml"],
+            vec!["run", "p.toml", "--dry-run"],
+        ] {
+            let mut args = args.clone();
+            args.extend(["--set", set]);
+            let out = p.cram(&args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains("--set:1:1") && err.contains(key),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    // Written in the file, the error is on the key's line.
+    let in_file = sanity.replace("seq_length = 64", "seq_length = 1");
+    assert_ne!(in_file, sanity);
+    let line = in_file
+        .lines()
+        .position(|l| l == "seq_length = 1")
+        .map(|i| i + 1)
+        .unwrap();
+    assert_load_error(&in_file, &[&format!("p.toml:{line}:"), "seq_length"]);
+}
+
+#[test]
 fn includes_merge_and_the_including_file_wins() {
     let p = Project::new(
         "include = [\"base.toml\"]\nname = \"top\"\n[stages.upper]\nenv = { MODE = \"mine\" }\n",

@@ -36,6 +36,7 @@ pub static FILTER: Simple<FilterParams> = Simple {
     ],
     run: run_filter,
     shards: Some(&FilterShards),
+    check: Some(|p| cram_clean::filter::check_params(p).map_err(|e| e.to_string())),
     params: PhantomData,
 };
 
@@ -123,6 +124,7 @@ pub static DEDUP: Simple<DedupParams> = Simple {
     inputs: &[DOCUMENTS],
     run: run_dedup,
     shards: Some(&DedupShards),
+    check: Some(|p| cram_clean::dedup::check_params(p).map_err(|e| e.to_string())),
     params: PhantomData,
 };
 

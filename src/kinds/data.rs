@@ -25,6 +25,7 @@ pub static SYNTHETIC: Simple<SyntheticParams> = Simple {
     inputs: &[],
     run: run_synthetic,
     shards: None,
+    check: None,
     params: PhantomData,
 };
 

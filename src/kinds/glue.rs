@@ -326,6 +326,7 @@ pub static SYNTHETIC_GLUE: Simple<SyntheticGlueParams> = Simple {
     inputs: &[],
     run: run_synthetic_glue,
     shards: None,
+    check: None,
     params: PhantomData,
 };
 

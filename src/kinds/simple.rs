@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::registry::{
-    Artifact, InputSlot, Kind, ParamError, Params, Shards, StageContext, plain_params,
+    Artifact, InputSlot, Kind, ParamError, Params, Shards, StageContext, parse_typed, plain_params,
+    to_json,
 };
 
 /// A kind described by plain data and one run function.
@@ -31,6 +32,10 @@ pub struct Simple<P> {
     pub run: fn(&StageContext<'_>, &P) -> Result<Value>,
     /// Its split into shards, if it splits (see [`Kind::shards`]).
     pub shards: Option<&'static dyn Shards>,
+    /// The stage library's check of values no input can make right, run when the pipeline
+    /// loads (`status`, `dag` and `--dry-run` report them, not only `run`). Its reason names
+    /// the key first (`"...: seq_length = 0 must be ..."`), which places the error on that key.
+    pub check: Option<fn(&P) -> Result<(), String>>,
     /// Marks the parameter type.
     pub params: PhantomData<fn() -> P>,
 }
@@ -61,7 +66,31 @@ where
         schemars::schema_for!(P)
     }
     fn params(&self, table: toml::Value) -> Result<Params, ParamError> {
-        plain_params::<P>(table)
+        let Some(check) = self.check else {
+            return plain_params::<P>(table);
+        };
+        let typed: P = parse_typed(table.clone())?;
+        check(&typed).map_err(|message| {
+            // "invalid pack parameters: seq_length = 0 ...": the key opens the reason.
+            let reason = message
+                .split_once(": ")
+                .map_or(message.as_str(), |(_, r)| r);
+            let key: String = reason
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let path = if table.get(&key).is_some() {
+                vec![key]
+            } else {
+                Vec::new()
+            };
+            ParamError { path, message }
+        })?;
+        let json = to_json(&typed);
+        Ok(Params {
+            raw: json.clone(),
+            resolved: json,
+        })
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<Value> {
         let params: P = ctx.typed()?;

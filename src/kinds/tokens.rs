@@ -27,6 +27,7 @@ pub static TOKENIZER: Simple<TokenizerParams> = Simple {
     }],
     run: run_tokenizer,
     shards: None,
+    check: Some(|p| cram_tokens::tokenizer::check_params(p).map_err(|e| e.to_string())),
     params: PhantomData,
 };
 
@@ -57,6 +58,7 @@ pub static PACK: Simple<PackParams> = Simple {
     ],
     run: run_pack,
     shards: Some(&PackShards),
+    check: Some(|p| cram_tokens::pack::check_params(p).map_err(|e| e.to_string())),
     params: PhantomData,
 };
 

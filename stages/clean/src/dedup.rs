@@ -209,8 +209,9 @@ fn cut_document(corpus: &Corpus, duplicates: &Duplicates, doc: usize, min_chars:
     }
 }
 
-/// Checks the parameters every path of the stage needs.
-pub(crate) fn check_params(params: &DedupParams) -> Result<(), DedupError> {
+/// Checks the parameters every path of the stage needs (the engine calls it when a pipeline
+/// loads, so a bad value is reported before anything runs).
+pub fn check_params(params: &DedupParams) -> Result<(), DedupError> {
     for (name, zero) in [
         ("min_length", params.min_length == 0),
         ("part_mb", params.part_mb == 0),

@@ -397,8 +397,9 @@ pub fn run_filter(
     Ok(summary)
 }
 
-/// Rejects parameters no run can use.
-pub(crate) fn check_params(params: &FilterParams) -> Result<(), FilterError> {
+/// Rejects parameters no run can use (the engine calls it when a pipeline loads, so a bad
+/// value is reported before anything runs).
+pub fn check_params(params: &FilterParams) -> Result<(), FilterError> {
     if params.remove_trash && !(params.trash_cutoff > 0.0 && params.trash_cutoff.is_finite()) {
         return Err(FilterError::InvalidParams(format!(
             "trash_cutoff must be a positive number, got {}",

@@ -8,7 +8,6 @@
 //! written as strings instead, in Rust's shortest round-trip form, and read with `str::parse`,
 //! which is correctly rounded. Numbers (checkpoints of earlier versions) are still read.
 
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serializer};
 
 #[derive(Deserialize)]

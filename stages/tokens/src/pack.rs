@@ -309,11 +309,13 @@ pub(crate) fn estimate_text_bytes(dir: &Path) -> Result<u64, PackError> {
     Ok(total)
 }
 
-/// Checks the parameters that no input can make right.
-pub(crate) fn check_params(params: &PackParams) -> Result<(), PackError> {
-    if params.seq_length == 0 || params.seq_length > i32::MAX as usize {
+/// Checks the parameters that no input can make right (the engine calls it when a pipeline
+/// loads, so a bad value is reported before anything runs). A row holds `[CLS]` and at least
+/// one token, so `seq_length` is at least 2.
+pub fn check_params(params: &PackParams) -> Result<(), PackError> {
+    if params.seq_length < 2 || params.seq_length > i32::MAX as usize {
         return Err(PackError::Params(format!(
-            "seq_length = {} must be in 1..=2^31-1",
+            "seq_length = {} must be in 2..=2^31-1",
             params.seq_length
         )));
     }

@@ -468,16 +468,9 @@ impl Split {
     }
 }
 
-/// Trains a tokenizer on the documents of `documents_dir` and writes
-/// `tokenizer.json` and `summary.json` into `out_dir`.
-pub fn run_tokenizer(
-    params: &TokenizerParams,
-    documents_dir: &Path,
-    seed: u64,
-    out_dir: &Path,
-    progress: &indicatif::ProgressBar,
-) -> Result<TokenizerSummary, TokenizerError> {
-    let start = Instant::now();
+/// Checks the parameters no corpus can make right (the engine calls it when a pipeline loads,
+/// so a bad value is reported before anything runs).
+pub fn check_params(params: &TokenizerParams) -> Result<(), TokenizerError> {
     if params.vocab_size <= SPECIAL_TOKENS.len() {
         return Err(TokenizerError::Params(format!(
             "vocab_size = {} leaves no room beside the {} special tokens",
@@ -491,6 +484,20 @@ pub fn run_tokenizer(
             params.vocab_size
         )));
     }
+    Ok(())
+}
+
+/// Trains a tokenizer on the documents of `documents_dir` and writes
+/// `tokenizer.json` and `summary.json` into `out_dir`.
+pub fn run_tokenizer(
+    params: &TokenizerParams,
+    documents_dir: &Path,
+    seed: u64,
+    out_dir: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<TokenizerSummary, TokenizerError> {
+    let start = Instant::now();
+    check_params(params)?;
     let total = cram_data::documents::count_documents(documents_dir)?;
     if total == 0 {
         return Err(TokenizerError::Params(format!(
