@@ -14,6 +14,9 @@ use crate::registry::{
     to_json,
 };
 
+/// A stage library's check of parameters that no input can make right: `Err` holds the reason.
+pub type ParamCheck<P> = fn(&P) -> Result<(), String>;
+
 /// A kind described by plain data and one run function.
 pub struct Simple<P> {
     /// `kind = "..."` name.
@@ -35,7 +38,7 @@ pub struct Simple<P> {
     /// The stage library's check of values no input can make right, run when the pipeline
     /// loads (`status`, `dag` and `--dry-run` report them, not only `run`). Its reason names
     /// the key first (`"...: seq_length = 0 must be ..."`), which places the error on that key.
-    pub check: Option<fn(&P) -> Result<(), String>>,
+    pub check: Option<ParamCheck<P>>,
     /// Marks the parameter type.
     pub params: PhantomData<fn() -> P>,
 }
