@@ -287,15 +287,29 @@ fn pipeline_errors_name_file_line_column_and_what_was_expected() {
     assert_load_error("[stages.a\nkind = 1\n", &["p.toml:1:", "invalid TOML"]);
 }
 
+/// The shipped sanity recipe's text.
+fn sanity_recipe() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pipelines/sanity.toml"
+    ))
+    .unwrap()
+}
+
+/// An error message's words, without the terminal's wrapping and frame.
+fn words(message: &str) -> String {
+    message
+        .split_whitespace()
+        .filter(|w| *w != "│")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[test]
 fn non_finite_numbers_are_refused_where_they_are_written() {
     // JSON has no nan or inf: serde_json made them `null`, which panicked in one kind and
     // silently meant "the default" in another. Every kind's table is checked on load.
-    let sanity = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/pipelines/sanity.toml"
-    ))
-    .unwrap();
+    let sanity = sanity_recipe();
     let p = Project::new(&sanity);
     for (set, key) in [
         ("glue.lr=nan", "`lr`"),
@@ -308,12 +322,7 @@ fn non_finite_numbers_are_refused_where_they_are_written() {
             let out = p.cram(&[command, "p.toml", "--set", set]);
             let err = stderr(&out);
             assert_eq!(out.status.code(), Some(2), "{command} --set {set}: {err}");
-            // The message is wrapped to the terminal: compare its words.
-            let words = err
-                .split_whitespace()
-                .filter(|w| *w != "│")
-                .collect::<Vec<_>>()
-                .join(" ");
+            let words = words(&err);
             assert!(
                 words.contains("must be a finite number")
                     && words.contains(key)
@@ -337,11 +346,7 @@ fn non_finite_numbers_are_refused_where_they_are_written() {
 #[test]
 fn values_no_input_can_make_right_are_refused_when_the_pipeline_loads() {
     // These used to pass `status`, `dag` and `--dry-run` and fail only when the stage started.
-    let sanity = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/pipelines/sanity.toml"
-    ))
-    .unwrap();
+    let sanity = sanity_recipe();
     let p = Project::new(&sanity);
     for (set, key) in [
         ("tokenize.seq_length=1", "`seq_length`"),
@@ -359,8 +364,9 @@ fn values_no_input_can_make_right_are_refused_when_the_pipeline_loads() {
             let out = p.cram(&args);
             let err = stderr(&out);
             assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            let words = words(&err);
             assert!(
-                err.contains("--set:1:1") && err.contains(key),
+                words.contains("--set:1:1") && words.contains(key),
                 "{args:?}: {err}"
             );
         }

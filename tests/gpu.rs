@@ -119,6 +119,16 @@ fn task_summaries(dir: &Path) -> Vec<serde_json::Value> {
     out
 }
 
+/// The largest gap between two loss curves of the same steps, relative to the first.
+fn worst_relative_gap(reference: &[f64], other: &[f64]) -> f64 {
+    assert_eq!(reference.len(), other.len(), "the same logged steps");
+    reference
+        .iter()
+        .zip(other)
+        .map(|(x, y)| (x - y).abs() / x.abs())
+        .fold(0.0, f64::max)
+}
+
 #[test]
 fn sanity_recipe_trains_and_fine_tunes_on_a_vulkan_device_as_on_the_cpu() {
     if cram_model::vulkan_test_device().is_none() {
@@ -158,11 +168,7 @@ fn sanity_recipe_trains_and_fine_tunes_on_a_vulkan_device_as_on_the_cpu() {
         a[0],
         b[0]
     );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs() / x.abs())
-        .fold(0.0, f64::max);
+    let worst = worst_relative_gap(&a, &b);
     assert!(
         worst < 1e-2,
         "loss curves differ by {:.3} % (cpu {a:?}, vulkan {b:?})",
@@ -211,11 +217,7 @@ fn sanity_recipe_trains_and_fine_tunes_on_a_vulkan_device_as_on_the_cpu() {
     let dp_summary = read_json(&stage_out(dir.path(), "pretrain").join("summary.json"));
     assert_eq!(dp_summary["devices"], 2, "{dp_summary}");
     let c = losses(&stage_out(dir.path(), "pretrain"));
-    let worst = a
-        .iter()
-        .zip(&c)
-        .map(|(x, y)| (x - y).abs() / x.abs())
-        .fold(0.0, f64::max);
+    let worst = worst_relative_gap(&a, &c);
     assert!(
         worst < 1e-2,
         "data-parallel curve differs by {:.3} % (cpu {a:?}, vulkan + cpu {c:?})",
